@@ -1,0 +1,26 @@
+// The extension module `sam2rl_fast._C`: every op schema, and build facts for Python.
+#include <pybind11/pybind11.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(sam2rl_fast, m) {
+  // Write memories `mem` [B, C, H, W] into `bank[b, slots[b]]` ([B, S, HW, C], token-major),
+  // converting layout and dtype in one pass; slots[b] = -1 skips object b. With
+  // `no_obj_embed` (SAM 2.1), it is added to memories whose obj_score <= 0.
+  m.def("memory_append(Tensor(a!) bank, Tensor mem, Tensor slots, Tensor obj_score, "
+        "Tensor? no_obj_embed) -> ()");
+  // Build sam2's memory-attention inputs `memory`, `memory_pos` [M, B, C] with
+  // M = N * HW + P * (D / C): N spatial memories then P object pointers, each split into
+  // D / C tokens.
+  m.def("memory_gather(Tensor bank, Tensor spatial_pos, Tensor temporal_pos, Tensor slots, "
+        "Tensor tslots, Tensor ptrs, Tensor ptr_idx, Tensor ptr_pos, ScalarType out_dtype) "
+        "-> (Tensor memory, Tensor memory_pos)");
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "sam2rl-fast compiled ops (registered as torch.ops.sam2rl_fast.*)";
+#ifdef SAM2RL_FAST_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+}

@@ -1,0 +1,51 @@
+"""Pure-PyTorch references of the compiled ops: the definition every kernel is tested against."""
+
+from __future__ import annotations
+
+import torch
+
+
+def memory_append_ref(
+    bank: torch.Tensor,  # [B, S, HW, C]
+    mem: torch.Tensor,  # [B, C, H, W]
+    slots: torch.Tensor,  # [B]
+    obj_score: torch.Tensor,  # [B]
+    no_obj_embed: torch.Tensor | None = None,  # [C]
+) -> None:
+    B, C = mem.shape[:2]
+    for b in range(B):
+        s = int(slots[b])
+        if s < 0:
+            continue
+        x = mem[b].reshape(C, -1).t().float()  # [HW, C]
+        if no_obj_embed is not None:
+            w = 1.0 - float(obj_score[b] > 0)
+            x = x + w * no_obj_embed.reshape(-1).float()
+        bank[b, s] = x.to(bank.dtype)
+
+
+def memory_gather_ref(
+    bank: torch.Tensor,  # [B, S, HW, C]
+    spatial_pos: torch.Tensor,  # [HW, C]
+    temporal_pos: torch.Tensor,  # [T, C]
+    slots: torch.Tensor,  # [B, N]
+    tslots: torch.Tensor,  # [B, N]
+    ptrs: torch.Tensor,  # [B, R, D]
+    ptr_idx: torch.Tensor,  # [B, P]
+    ptr_pos: torch.Tensor,  # [B, P, C]
+    out_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    B, _, HW, C = bank.shape
+    N, P, D = slots.shape[1], ptr_idx.shape[1], ptrs.shape[2]
+    split = D // C
+    rows = torch.arange(B, device=bank.device)[:, None]
+    feats = bank[rows, slots]  # [B, N, HW, C]
+    memory_sp = feats.permute(1, 2, 0, 3).reshape(N * HW, B, C).to(out_dtype)
+    pos_sp = spatial_pos[None, None] + temporal_pos[tslots][:, :, None]  # [B, N, HW, C]
+    pos_sp = pos_sp.permute(1, 2, 0, 3).reshape(N * HW, B, C)
+    p = ptrs[rows, ptr_idx].to(out_dtype)  # [B, P, D]
+    memory_ptr = p.reshape(B, P, split, C).permute(1, 2, 0, 3).reshape(P * split, B, C)
+    pos_ptr = ptr_pos.repeat_interleave(split, dim=1).permute(1, 0, 2)  # [P*split, B, C]
+    memory = torch.cat([memory_sp, memory_ptr], dim=0)
+    memory_pos = torch.cat([pos_sp, pos_ptr.to(pos_sp.dtype)], dim=0)
+    return memory, memory_pos

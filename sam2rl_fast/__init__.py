@@ -8,11 +8,13 @@ __version__ = "0.1.0"
 
 from sam2rl_fast._extension import ExtensionError, build_info  # noqa: E402
 from sam2rl_fast.memory_bank import MemoryBank  # noqa: E402
+from sam2rl_fast.memory_encodings import MemoryEncodings  # noqa: E402
 from sam2rl_fast.selection import MemorySelection, StockMemoryRule  # noqa: E402
 
 __all__ = [
     "ExtensionError",
     "MemoryBank",
+    "MemoryEncodings",
     "MemorySelection",
     "StockMemoryRule",
     "build_info",

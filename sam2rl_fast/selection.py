@@ -1,0 +1,179 @@
+"""Which memories a frame reads, and where a new memory goes: sam2's stock rule over a `MemoryBank`.
+
+The stock rule (sam2_base._prepare_memory_conditioned_features) reads every conditioning
+(prompted) frame at temporal position 6, then the 6 previous frames (with a stride r for
+t_rel >= 2, mirrored in reverse), skipping frames it does not have, and up to 16 object
+pointers: conditioning ones first, then frames f-1, f-2, ... Here it is a selection over
+bank slots, plus a write rule that evicts exactly the memories the stock rule can never
+read again, so a bank of 1 + 6 slots (and 1 + 15 pointers) reproduces stock bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from sam2.modeling.sam2_utils import select_closest_cond_frames
+
+
+@dataclass
+class MemorySelection:
+    """What one frame reads from the bank, per object (all objects read the same counts).
+
+    slots/tslots: [B][N] memory slots and their temporal-position indices, in sequence order.
+    ptr_slots/ptr_dists: [B][P] pointer slots and their signed temporal distances.
+    max_ptrs: the normaliser of the pointer distance encoding (sam2: min(num_frames, 16)).
+    """
+
+    slots: list[list[int]]
+    tslots: list[list[int]]
+    ptr_slots: list[list[int]]
+    ptr_dists: list[list[int]]
+    max_ptrs: int
+
+    def __post_init__(self):
+        for name in ("slots", "ptr_slots"):
+            lens = {len(x) for x in getattr(self, name)}
+            if len(lens) > 1:
+                raise ValueError(f"MemorySelection: objects read different numbers of {name} "
+                                 f"({sorted(lens)}); gather them in separate groups")
+
+    def index_tensors(self, bank) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B = len(self.slots)
+        if B != bank.num_objects:
+            raise ValueError(f"MemorySelection for {B} objects, bank holds {bank.num_objects}")
+        slots = torch.tensor(self.slots, dtype=torch.long).reshape(B, -1)
+        tslots = torch.tensor(self.tslots, dtype=torch.long).reshape(B, -1)
+        ptr_idx = torch.tensor(self.ptr_slots, dtype=torch.long).reshape(B, -1)
+        for t, size, what in [(slots, bank.capacity, "slots"), (ptr_idx, bank.ptr_capacity, "ptr_slots")]:
+            if t.numel() and bool(((t < 0) | (t >= size)).any()):
+                raise IndexError(f"MemorySelection: {what} {t.tolist()} outside [0, {size - 1}]")
+        return slots, tslots, ptr_idx
+
+
+@dataclass(frozen=True)
+class StockMemoryRule:
+    """sam2's fixed memory rule. Build it from a model with `StockMemoryRule.from_sam2(model)`."""
+
+    num_maskmem: int = 7
+    stride: int = 1
+    use_obj_ptrs: bool = True
+    max_obj_ptrs: int = 16
+    only_ptrs_in_past: bool = True
+    signed_ptr_dist: bool = True
+    max_cond_frames: int = -1
+
+    @classmethod
+    def from_sam2(cls, model) -> "StockMemoryRule":
+        return cls(
+            num_maskmem=model.num_maskmem,
+            stride=model.memory_temporal_stride_for_eval,
+            use_obj_ptrs=model.use_obj_ptrs_in_encoder,
+            max_obj_ptrs=model.max_obj_ptrs_in_encoder,
+            only_ptrs_in_past=model.only_obj_ptrs_in_the_past_for_eval,
+            signed_ptr_dist=model.use_signed_tpos_enc_to_obj_ptrs,
+            max_cond_frames=model.max_cond_frames_in_attn,
+        )
+
+    # ------------------------------------------------------------------ reading
+    def recent_frames(self, frame_idx: int, reverse: bool = False) -> list[tuple[int, int]]:
+        """[(t_pos, frame)] of the non-conditioning frames read at `frame_idx`, oldest first."""
+        r, out = self.stride, []
+        for t_pos in range(1, self.num_maskmem):
+            t_rel = self.num_maskmem - t_pos
+            if t_rel == 1:
+                prev = frame_idx + 1 if reverse else frame_idx - 1
+            elif not reverse:
+                prev = ((frame_idx - 2) // r) * r - (t_rel - 2) * r
+            else:
+                prev = -(-(frame_idx + 2) // r) * r + (t_rel - 2) * r
+            out.append((t_pos, prev))
+        return out
+
+    def max_ptrs(self, num_frames: int | None) -> int:
+        return self.max_obj_ptrs if num_frames is None else min(num_frames, self.max_obj_ptrs)
+
+    def select(self, bank, frame_idx: int, num_frames: int | None = None,
+               reverse: bool = False) -> MemorySelection:
+        """The memories sam2 reads at `frame_idx` (not an initial conditioning frame)."""
+        slots, tslots, ptr_slots, ptr_dists = [], [], [], []
+        max_ptrs = self.max_ptrs(num_frames)
+        for b in range(bank.num_objects):
+            cond = bank.slot_map(b, cond=True)
+            if not cond:
+                raise ValueError(f"object {b} has no conditioning memory: prompt it first")
+            sel, unsel = select_closest_cond_frames(frame_idx, cond, self.max_cond_frames)
+            other = bank.slot_map(b, cond=False)
+            s = [slot for slot in sel.values()]
+            ts = [self.num_maskmem - 1] * len(s)
+            for t_pos, prev in self.recent_frames(frame_idx, reverse):
+                slot = other.get(prev, unsel.get(prev))
+                if slot is not None:
+                    s.append(slot)
+                    ts.append(self.num_maskmem - t_pos - 1)
+            ps, pd = [], []
+            if self.use_obj_ptrs:
+                cond_ptr = bank.ptr_map(b, cond=True)
+                other_ptr = bank.ptr_map(b, cond=False)
+                sign = -1 if reverse else 1
+                for t in sel:
+                    if self.only_ptrs_in_past and (t < frame_idx if reverse else t > frame_idx):
+                        continue
+                    if t in cond_ptr:
+                        ps.append(cond_ptr[t])
+                        pd.append((frame_idx - t) * sign if self.signed_ptr_dist
+                                  else abs(frame_idx - t))
+                unsel_ptr = {t: cond_ptr[t] for t in unsel if t in cond_ptr}
+                for t_diff in range(1, max_ptrs):
+                    t = frame_idx + t_diff if reverse else frame_idx - t_diff
+                    if t < 0 or (num_frames is not None and t >= num_frames):
+                        break
+                    r = other_ptr.get(t, unsel_ptr.get(t))
+                    if r is not None:
+                        ps.append(r)
+                        pd.append(t_diff)
+            slots.append(s)
+            tslots.append(ts)
+            ptr_slots.append(ps)
+            ptr_dists.append(pd)
+        return MemorySelection(slots, tslots, ptr_slots, ptr_dists, max_ptrs)
+
+    # ------------------------------------------------------------------ writing
+    def assign(self, bank, frame_idx: int, is_cond: bool = False,
+               reverse: bool = False) -> tuple[list[int], list[int]]:
+        """Slots (spatial, pointer) per object for the memory of `frame_idx`.
+
+        Evicts the non-conditioning memories and pointers the stock rule will never read
+        again (it only moves forward), so the bank never needs more than
+        ``#cond + num_maskmem - 1`` slots and ``#cond + max_obj_ptrs - 1`` pointer slots.
+        """
+        nxt = frame_idx - 1 if reverse else frame_idx + 1
+        keep = {f for _, f in self.recent_frames(nxt, reverse)}
+        keep_ptr = {nxt + d if reverse else nxt - d for d in range(1, self.max_obj_ptrs)}
+        slots, ptr_slots = [], []
+        for b in range(bank.num_objects):
+            if not is_cond:
+                for f, s in bank.slot_map(b, cond=False).items():
+                    if f not in keep:
+                        bank.evict(b, s)
+                for f, r in bank.ptr_map(b, cond=False).items():
+                    if f not in keep_ptr:
+                        bank.evict_ptr(b, r)
+            slots.append(self._slot_for(bank.slot_map(b, True) | bank.slot_map(b, False),
+                                        bank.free_slots(b), frame_idx, "memory", bank.capacity))
+            ptr_slots.append(self._slot_for(bank.ptr_map(b, True) | bank.ptr_map(b, False),
+                                            bank.free_ptr_slots(b), frame_idx, "pointer",
+                                            bank.ptr_capacity) if self.use_obj_ptrs else -1)
+        return slots, ptr_slots
+
+    @staticmethod
+    def _slot_for(taken: dict[int, int], free: list[int], frame_idx: int, what: str,
+                  capacity: int) -> int:
+        if frame_idx in taken:  # the frame is re-encoded (e.g. a new prompt): overwrite it
+            return taken[frame_idx]
+        if not free:
+            raise RuntimeError(
+                f"MemoryBank is full: no free {what} slot for frame {frame_idx} "
+                f"(capacity {capacity}); every slot holds a conditioning frame or a memory the "
+                f"stock rule still reads. Build the bank with a larger capacity.")
+        return free[0]

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install sam2rl-fast and everything it needs into ./.venv (created if missing).
+#
+#   SAM2RL_FAST_CUDA=auto|0|1   build the CUDA kernels: when torch is a CUDA build and nvcc
+#                               is found (auto), never (0), or fail without them (1)
+#   TORCH_CUDA_ARCH_LIST        GPU archs to compile for (default "8.0;8.6;9.0+PTX")
+#   PYTHON                      interpreter for the venv (default python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
+PY="$VENV/bin/python"
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+# torch first: the extension is built against the torch that is installed.
+pip_install "torch==2.14.1" "torchvision==0.29.1"
+pip_install pybind11 ninja "cmake>=3.26" "scikit-build-core>=0.10" numpy tqdm pillow pytest \
+  hydra-core iopath
+# sam2 without its optional CUDA extension (no GPU needed to build), against our torch.
+"$PY" -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 pip_install --no-build-isolation "sam2==1.1.0"
+# --no-build-isolation: build against the torch above, not a second one pip would fetch.
+pip_install --no-build-isolation --no-cache-dir -e .
+"$PY" -c "import json, sam2rl_fast; print(json.dumps(sam2rl_fast.build_info()))"

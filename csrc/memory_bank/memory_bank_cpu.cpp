@@ -12,6 +12,16 @@ namespace memory_bank {
 
 namespace {
 
+// Numbers in error messages are formatted with std::to_string, not streamed: on one
+// torch 2.11 build (H100 machine) streaming an integer into c10::str's ostringstream from
+// this module crashed (a locale facet mismatch), while strings stream fine.
+std::string num(int64_t v) { return std::to_string(v); }
+std::string shape(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
 bool is_float_type(at::ScalarType t) {
   return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
 }
@@ -34,38 +44,38 @@ void check_range_cpu(const at::Tensor& idx, int64_t size, const char* name, bool
   const int64_t lo = idx.min().item<int64_t>();
   const int64_t hi = idx.max().item<int64_t>();
   TORCH_CHECK(hi < size && (allow_skip ? lo >= -1 : lo >= 0), "sam2rl_fast: ", name,
-              " holds values in [", lo, ", ", hi, "] but must lie in [", allow_skip ? -1 : 0,
-              ", ", size - 1, "]");
+              " holds values in [", num(lo), ", ", num(hi), "] but must lie in [",
+              num(allow_skip ? -1 : 0), ", ", num(size - 1), "]");
 }
 
 }  // namespace
 
 void check_append_args(const at::Tensor& bank, const at::Tensor& mem, const at::Tensor& slots,
                        const at::Tensor& obj_score, const std::optional<at::Tensor>& no_obj_embed) {
-  TORCH_CHECK(bank.dim() == 4, "sam2rl_fast: bank must be [B, S, HW, C], got shape ", bank.sizes());
+  TORCH_CHECK(bank.dim() == 4, "sam2rl_fast: bank must be [B, S, HW, C], got shape ", shape(bank));
   TORCH_CHECK(bank.is_contiguous(), "sam2rl_fast: bank must be contiguous");
   TORCH_CHECK(is_float_type(bank.scalar_type()), "sam2rl_fast: bank dtype must be float32, "
               "bfloat16 or float16, got ", bank.scalar_type());
-  TORCH_CHECK(mem.dim() == 4, "sam2rl_fast: mem must be [B, C, H, W], got shape ", mem.sizes());
+  TORCH_CHECK(mem.dim() == 4, "sam2rl_fast: mem must be [B, C, H, W], got shape ", shape(mem));
   TORCH_CHECK(is_float_type(mem.scalar_type()), "sam2rl_fast: mem dtype must be float32, "
               "bfloat16 or float16, got ", mem.scalar_type());
   const int64_t B = bank.size(0), HW = bank.size(2), C = bank.size(3);
   TORCH_CHECK(mem.size(0) == B && mem.size(1) == C && mem.size(2) * mem.size(3) == HW,
-              "sam2rl_fast: mem of shape ", mem.sizes(), " does not fit a bank of shape ",
-              bank.sizes(), " (expected [", B, ", ", C, ", H, W] with H*W = ", HW, ")");
+              "sam2rl_fast: mem of shape ", shape(mem), " does not fit a bank of shape ",
+              shape(bank), " (expected [", num(B), ", ", num(C), ", H, W] with H*W = ", num(HW), ")");
   check_index(slots, "slots");
-  TORCH_CHECK(slots.dim() == 1 && slots.size(0) == B, "sam2rl_fast: slots must be [B] = [", B,
-              "], got ", slots.sizes());
+  TORCH_CHECK(slots.dim() == 1 && slots.size(0) == B, "sam2rl_fast: slots must be [B] = [", num(B),
+              "], got ", shape(slots));
   TORCH_CHECK(obj_score.dim() == 1 && obj_score.size(0) == B,
-              "sam2rl_fast: obj_score must be [B] = [", B, "], got ", obj_score.sizes());
+              "sam2rl_fast: obj_score must be [B] = [", num(B), "], got ", shape(obj_score));
   TORCH_CHECK(obj_score.scalar_type() == at::kFloat, "sam2rl_fast: obj_score must be float32");
   check_same_device(bank, mem, "mem");
   check_same_device(bank, slots, "slots");
   check_same_device(bank, obj_score, "obj_score");
   if (no_obj_embed.has_value()) {
     const auto& e = *no_obj_embed;
-    TORCH_CHECK(e.numel() == C, "sam2rl_fast: no_obj_embed must hold C = ", C, " values, got ",
-                e.sizes());
+    TORCH_CHECK(e.numel() == C, "sam2rl_fast: no_obj_embed must hold C = ", num(C), " values, got ",
+                shape(e));
     TORCH_CHECK(e.scalar_type() == at::kFloat, "sam2rl_fast: no_obj_embed must be float32");
     check_same_device(bank, e, "no_obj_embed");
   }
@@ -76,17 +86,17 @@ void check_gather_args(const at::Tensor& bank, const at::Tensor& spatial_pos,
                        const at::Tensor& tslots, const at::Tensor& ptrs,
                        const at::Tensor& ptr_idx, const at::Tensor& ptr_pos,
                        at::ScalarType out_dtype) {
-  TORCH_CHECK(bank.dim() == 4, "sam2rl_fast: bank must be [B, S, HW, C], got shape ", bank.sizes());
+  TORCH_CHECK(bank.dim() == 4, "sam2rl_fast: bank must be [B, S, HW, C], got shape ", shape(bank));
   TORCH_CHECK(is_float_type(bank.scalar_type()), "sam2rl_fast: bank dtype must be float32, "
               "bfloat16 or float16, got ", bank.scalar_type());
   TORCH_CHECK(is_float_type(out_dtype), "sam2rl_fast: out_dtype must be float32, bfloat16 or "
               "float16, got ", out_dtype);
   const int64_t B = bank.size(0), HW = bank.size(2), C = bank.size(3);
   TORCH_CHECK(spatial_pos.dim() == 2 && spatial_pos.size(0) == HW && spatial_pos.size(1) == C,
-              "sam2rl_fast: spatial_pos must be [HW, C] = [", HW, ", ", C, "], got ",
-              spatial_pos.sizes());
+              "sam2rl_fast: spatial_pos must be [HW, C] = [", num(HW), ", ", num(C), "], got ",
+              shape(spatial_pos));
   TORCH_CHECK(temporal_pos.dim() == 2 && temporal_pos.size(1) == C,
-              "sam2rl_fast: temporal_pos must be [T, C] with C = ", C, ", got ", temporal_pos.sizes());
+              "sam2rl_fast: temporal_pos must be [T, C] with C = ", num(C), ", got ", shape(temporal_pos));
   for (const auto* t : {&spatial_pos, &temporal_pos, &ptr_pos}) {
     TORCH_CHECK(t->scalar_type() == at::kFloat, "sam2rl_fast: positional encodings must be "
                 "float32 (as sam2 computes them), got ", t->scalar_type());
@@ -95,21 +105,21 @@ void check_gather_args(const at::Tensor& bank, const at::Tensor& spatial_pos,
   check_index(tslots, "tslots");
   check_index(ptr_idx, "ptr_idx");
   TORCH_CHECK(slots.dim() == 2 && slots.size(0) == B, "sam2rl_fast: slots must be [B, N] with B = ",
-              B, ", got ", slots.sizes());
-  TORCH_CHECK(tslots.sizes() == slots.sizes(), "sam2rl_fast: tslots must have the shape of slots ",
-              slots.sizes(), ", got ", tslots.sizes());
+              num(B), ", got ", shape(slots));
+  TORCH_CHECK(shape(tslots) == shape(slots), "sam2rl_fast: tslots must have the shape of slots ",
+              shape(slots), ", got ", shape(tslots));
   TORCH_CHECK(ptrs.dim() == 3 && ptrs.size(0) == B, "sam2rl_fast: ptrs must be [B, R, D] with B = ",
-              B, ", got ", ptrs.sizes());
+              num(B), ", got ", shape(ptrs));
   TORCH_CHECK(is_float_type(ptrs.scalar_type()), "sam2rl_fast: ptrs dtype must be floating, got ",
               ptrs.scalar_type());
-  TORCH_CHECK(ptrs.size(2) % C == 0, "sam2rl_fast: pointer dim ", ptrs.size(2),
-              " must be a multiple of mem_dim ", C);
+  TORCH_CHECK(ptrs.size(2) % C == 0, "sam2rl_fast: pointer dim ", num(ptrs.size(2)),
+              " must be a multiple of mem_dim ", num(C));
   TORCH_CHECK(ptr_idx.dim() == 2 && ptr_idx.size(0) == B, "sam2rl_fast: ptr_idx must be [B, P] "
-              "with B = ", B, ", got ", ptr_idx.sizes());
+              "with B = ", num(B), ", got ", shape(ptr_idx));
   TORCH_CHECK(ptr_pos.dim() == 3 && ptr_pos.size(0) == B && ptr_pos.size(1) == ptr_idx.size(1) &&
                   ptr_pos.size(2) == C,
-              "sam2rl_fast: ptr_pos must be [B, P, C] = [", B, ", ", ptr_idx.size(1), ", ", C,
-              "], got ", ptr_pos.sizes());
+              "sam2rl_fast: ptr_pos must be [B, P, C] = [", num(B), ", ", num(ptr_idx.size(1)), ", ", num(C),
+              "], got ", shape(ptr_pos));
   for (const auto& [t, name] : {std::pair{&spatial_pos, "spatial_pos"}, {&temporal_pos, "temporal_pos"},
                                 {&slots, "slots"}, {&tslots, "tslots"}, {&ptrs, "ptrs"},
                                 {&ptr_idx, "ptr_idx"}, {&ptr_pos, "ptr_pos"}}) {

@@ -135,22 +135,30 @@ void append_kernel_cpu(bank_t* bank, const mem_t* mem, const int64_t* slots, con
   // [B, C, HW] -> [B, slot, HW, C]: a transpose, tiled so both sides stay in cache.
   constexpr int64_t kTile = 32;
   const int64_t n_ttiles = (HW + kTile - 1) / kTile;
+  const std::vector<float> zeros(C, 0.0f);  // SAM 2.0: nothing to add (w = 0)
   at::parallel_for(0, B * n_ttiles, 1, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / n_ttiles, t0 = (job % n_ttiles) * kTile;
       const int64_t slot = slots[b];
       if (slot < 0) continue;  // this object does not store its memory
       const float w = embed ? no_obj_weight(score[b]) : 0.0f;
+      const float* embed_row = embed ? embed : zeros.data();
       const int64_t t1 = std::min(t0 + kTile, HW);
       bank_t* dst = bank + (b * S + slot) * HW * C;
       const mem_t* src = mem + b * C * HW;
+      float tile[kTile][kTile + 1];
       for (int64_t c0 = 0; c0 < C; c0 += kTile) {
         const int64_t c1 = std::min(c0 + kTile, C);
+        // Read rows of `mem` contiguously (along HW) into a small tile ...
+        for (int64_t c = c0; c < c1; ++c) {
+          const mem_t* row = src + c * HW;
+          for (int64_t t = t0; t < t1; ++t) tile[c - c0][t - t0] = static_cast<float>(row[t]);
+        }
+        // ... and write the bank contiguously (along C).
         for (int64_t t = t0; t < t1; ++t) {
+          bank_t* out = dst + t * C;
           for (int64_t c = c0; c < c1; ++c) {
-            const float e = embed ? embed[c] : 0.0f;
-            dst[t * C + c] = static_cast<bank_t>(
-                append_value(static_cast<float>(src[c * HW + t]), w, e));
+            out[c] = static_cast<bank_t>(append_value(tile[c - c0][t - t0], w, embed_row[c]));
           }
         }
       }

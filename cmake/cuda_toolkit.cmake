@@ -33,8 +33,8 @@ else()
   else()
     find_program(_nvcc nvcc HINTS "$ENV{CUDA_HOME}/bin" "$ENV{CUDA_PATH}/bin" /usr/local/cuda/bin)
   endif()
-  if(NOT _nvcc)
-    _cuda_unavailable("no nvcc was found (set CUDACXX or CUDA_HOME)")
+  if(NOT _nvcc OR NOT EXISTS "${_nvcc}")
+    _cuda_unavailable("no nvcc was found (set CUDACXX or CUDA_HOME, or SAM2RL_FAST_CUDA=0)")
   else()
     # The nvcc on the PATH may be a wrapper script: ask nvcc where its toolkit really is.
     execute_process(COMMAND "${_nvcc}" --dryrun -c -x cu /dev/null -o /dev/null

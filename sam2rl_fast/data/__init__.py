@@ -1,0 +1,1 @@
+"""Datasets: deterministic synthetic videos with ground truth (`synthetic`)."""

@@ -14,6 +14,12 @@ TORCH_LIBRARY(sam2rl_fast, m) {
   m.def("memory_gather(Tensor bank, Tensor spatial_pos, Tensor temporal_pos, Tensor slots, "
         "Tensor tslots, Tensor ptrs, Tensor ptr_idx, Tensor ptr_pos, ScalarType out_dtype) "
         "-> (Tensor memory, Tensor memory_pos)");
+  // Fused single-head RoPE attention (sam2 memory attention's core): q [B, Nq, D] and
+  // k [B, M, D] unrotated, rotated on the fly (keys tiled over memory frames, the last
+  // num_k_exclude_rope keys unrotated), v [B, M, Dv]. Returns out [B, Nq, Dv] and the
+  // log-sum-exp [B, Nq] of the scaled scores.
+  m.def("rope_attention(Tensor q, Tensor k, Tensor v, SymInt side, SymInt num_k_exclude_rope, "
+        "float scale, float theta) -> (Tensor out, Tensor lse)");
 }
 
 PYBIND11_MODULE(_C, m) {

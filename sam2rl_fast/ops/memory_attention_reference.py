@@ -38,6 +38,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
 
 
+def rope_attention_ref(q, k, v, side, num_k_exclude_rope=0, scale=None, theta=10000.0):
+    """Reference of the fused op: (out [B, Nq, Dv], lse [B, Nq]) in the inputs' precision."""
+    cos, sin = rope_tables(side, q.shape[-1], theta, device=q.device, dtype=q.dtype)
+    n_rope = k.shape[1] - num_k_exclude_rope
+    reps = n_rope // q.shape[1]
+    qr = apply_rope(q, cos, sin)
+    kr = torch.cat([apply_rope(k[:, :n_rope], cos.repeat(reps, 1), sin.repeat(reps, 1)),
+                    k[:, n_rope:]], dim=1)
+    s = (qr @ kr.transpose(1, 2)) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)
+
+
 def _rope_attention(attn, q_in, k_in, v_in, cos, sin, num_k_exclude_rope=0,
                     pv_shortcut=False):
     """One sam2 RoPEAttention (one head) on batch-first inputs `[B, L, *]`."""

@@ -1,0 +1,57 @@
+"""Fused RoPE attention op against its reference (fp64) and on bad input."""
+
+import pytest
+import torch
+
+from sam2rl_fast.ops import rope_attention
+from sam2rl_fast.ops.memory_attention_reference import rope_attention_ref
+from tests.helpers import rel_err
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def inputs(B, side, n_mem, n_ptr, D=256, Dv=64, device="cpu", dtype=torch.float32):
+    Nq, M = side * side, n_mem * side * side + n_ptr
+    q = torch.randn(B, Nq, D, device=device, dtype=dtype)
+    k = torch.randn(B, M, D, device=device, dtype=dtype)
+    v = torch.randn(B, M, Dv, device=device, dtype=dtype)
+    return q, k, v
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("B,side", [(1, 16), (3, 7), (2, 5)])  # 7, 5: tiles not filled
+@pytest.mark.parametrize("n_mem,n_ptr", [(1, 0), (4, 8), (7, 64), (2, 3)])
+def test_matches_reference_fp32(device, B, side, n_mem, n_ptr):
+    q, k, v = inputs(B, side, n_mem, n_ptr, device=device)
+    out, lse = rope_attention(q, k, v, side, n_ptr)
+    ref, ref_lse = rope_attention_ref(q.double(), k.double(), v.double(), side, n_ptr)
+    assert rel_err(out, ref) <= 1e-4 and rel_err(lse, ref_lse) <= 1e-4
+
+
+def test_self_attention_shape_and_opcheck():
+    q, k, v = inputs(2, 6, 1, 0, D=32, Dv=32)
+    out, lse = rope_attention(q, k, v, 6)
+    assert out.shape == (2, 36, 32) and lse.shape == (2, 36)
+    torch.library.opcheck(torch.ops.sam2rl_fast.rope_attention.default,
+                          (q, k, v, 6, 0, 32 ** -0.5, 10000.0))
+
+
+@pytest.mark.parametrize("args,match", [
+    (dict(side=5), "square grid"),
+    (dict(n_ptr=3, drop_keys=1), "whole number of memory frames"),
+    (dict(dv_batch=3), "shapes do not match"),
+])
+def test_bad_input(args, match):
+    q, k, v = inputs(2, 4, 2, 3)
+    if args.get("drop_keys"):
+        k, v = k[:, 1:], v[:, 1:]
+    if args.get("dv_batch"):
+        v = torch.randn(3, v.shape[1], 64)
+    with pytest.raises(RuntimeError, match=match):
+        rope_attention(q, k, v, args.get("side", 4), args.get("n_ptr", 3))
+
+
+def test_cpu_needs_fp32():
+    q, k, v = inputs(1, 4, 1, 0, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="float32"):
+        rope_attention(q, k, v, 4)

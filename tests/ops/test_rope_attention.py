@@ -55,3 +55,21 @@ def test_cpu_needs_fp32():
     q, k, v = inputs(1, 4, 1, 0, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="float32"):
         rope_attention(q, k, v, 4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 1e-2), (torch.float16, 1e-2)])
+@pytest.mark.parametrize("n_mem,n_ptr", [(1, 0), (7, 64)])
+def test_cuda_low_precision_vs_fp64(dtype, tol, n_mem, n_ptr):
+    q, k, v = inputs(3, 16, n_mem, n_ptr, device="cuda", dtype=dtype)
+    out, lse = rope_attention(q, k, v, 16, n_ptr)
+    ref, _ = rope_attention_ref(q.double().cpu(), k.double().cpu(), v.double().cpu(), 16, n_ptr)
+    assert out.dtype == dtype and rel_err(out.cpu(), ref) <= tol
+
+
+@pytest.mark.cuda
+def test_cuda_equals_cpu_fp32():
+    q, k, v = inputs(2, 8, 3, 8)
+    out_cpu, lse_cpu = rope_attention(q, k, v, 8, 8)
+    out, lse = rope_attention(q.cuda(), k.cuda(), v.cuda(), 8, 8)
+    assert rel_err(out.cpu(), out_cpu) <= 1e-5 and rel_err(lse.cpu(), lse_cpu) <= 1e-5

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/format.h"
 #include "memory_attention/attention_math.h"
 #include "memory_attention/rope_attention.h"
 
@@ -15,8 +16,6 @@ namespace sam2rl_fast {
 namespace attention {
 
 namespace {
-std::string num(int64_t v) { return std::to_string(v); }  // see memory_bank_cpu.cpp
-
 constexpr int64_t kQ = 32;  // queries per tile
 constexpr int64_t kK = 64;  // keys per tile
 

@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "common/format.h"
 #include "memory_bank/memory_bank.h"
 #include "memory_bank/memory_bank_math.h"
 
@@ -11,16 +12,6 @@ namespace sam2rl_fast {
 namespace memory_bank {
 
 namespace {
-
-// Numbers in error messages are formatted with std::to_string, not streamed: on one
-// torch 2.11 build (H100 machine) streaming an integer into c10::str's ostringstream from
-// this module crashed (a locale facet mismatch), while strings stream fine.
-std::string num(int64_t v) { return std::to_string(v); }
-std::string shape(const at::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-  return s + "]";
-}
 
 bool is_float_type(at::ScalarType t) {
   return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;

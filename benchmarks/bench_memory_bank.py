@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._timing import median_time  # noqa: E402
 from sam2rl_fast.ops import memory_append, memory_gather  # noqa: E402
 from sam2rl_fast.ops.memory_bank import gather_out_dtype  # noqa: E402
 from tests.helpers import random_bank_inputs  # noqa: E402
@@ -42,21 +41,6 @@ def stock_concat(maps, spos_map, tpos, tslots, obj_ptrs, obj_pos):
     to_cat.append(ptrs)
     to_cat_pos.append(obj_pos.repeat_interleave(D // C, dim=0))
     return torch.cat(to_cat, 0), torch.cat(to_cat_pos, 0)
-
-
-def timeit(fn, device, reps):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main():
@@ -93,7 +77,7 @@ def main():
             m_o, p_o, _ = ours()
             m_s, p_s = stock()
             assert torch.equal(m_o, m_s) and torch.equal(p_o, p_s), "gather differs from stock"
-            t_o, t_s = timeit(ours, dev, args.reps), timeit(stock, dev, args.reps)
+            t_o, t_s = median_time(ours, dev, args.reps), median_time(stock, dev, args.reps)
             M = m_o.shape[0]
             nbytes = bank.numel() * 2 + spos.numel() * 4 + M * B * C * (4 + 4)
             print(f"{'gather':<8}{size:>6}{B:>4}{M:>8}{t_s * 1e3:>11.3f}{t_o * 1e3:>10.3f}"
@@ -109,8 +93,8 @@ def main():
                 x += (1 - (score > 0).float()[:, None, None, None]) * emb[None, :, None, None]
                 return x.to(torch.bfloat16)
 
-            t_o = timeit(lambda: memory_append(bank, mem, sl, score, emb), dev, args.reps)
-            t_s = timeit(stock_append, dev, args.reps)
+            t_o = median_time(lambda: memory_append(bank, mem, sl, score, emb), dev, args.reps)
+            t_s = median_time(stock_append, dev, args.reps)
             nbytes = mem.numel() * (4 + 2)
             print(f"{'append':<8}{size:>6}{B:>4}{side * side:>8}{t_s * 1e3:>11.3f}{t_o * 1e3:>10.3f}"
                   f"{nbytes / t_o / 1e9:>8.1f}{t_s / t_o:>9.2f}x")

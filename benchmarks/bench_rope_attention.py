@@ -11,32 +11,17 @@ fused op on the raw 64-d memory as V (the exact PV shortcut). One object, 7 memo
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._timing import median_time  # noqa: E402
 from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis  # noqa: E402
 
 from sam2rl_fast.ops import rope_attention  # noqa: E402
-
-
-def timeit(fn, device, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main():
@@ -69,7 +54,7 @@ def main():
         def ours():
             return rope_attention(q, k, v64, side, n_ptr)
 
-        t_s, t_o = timeit(stock, dev, args.reps), timeit(ours, dev, args.reps)
+        t_s, t_o = median_time(stock, dev, args.reps, warmup=1), median_time(ours, dev, args.reps, warmup=1)
         f_s, f_o = 2 * Nq * M * (256 + 256), 2 * Nq * M * (256 + 64)
         print(f"{size:>6}{M:>8}{t_s * 1e3:>11.2f}{t_o * 1e3:>11.2f}{f_s / t_s / 1e12:>12.3f}"
               f"{f_o / t_o / 1e12:>11.3f}{t_s / t_o:>7.2f}x")

@@ -49,19 +49,5 @@ S2F_HOST_DEVICE float softmax_rescale(SoftmaxState* st, float block_max) {
 
 S2F_HOST_DEVICE float softmax_lse(const SoftmaxState& st) { return st.m + logf(st.l); }
 
-// Merge two partial attentions over disjoint key sets (split-KV): outputs o1, o2 were
-// normalised within their parts, lse1, lse2 their log-sum-exps. Returns the weight of
-// part 1 (part 2 gets 1 - w) and writes the merged log-sum-exp.
-S2F_HOST_DEVICE float lse_merge_weight(float lse1, float lse2, float* lse_out) {
-  const float m = fmaxf(lse1, lse2);
-  if (m == -INFINITY) {
-    *lse_out = -INFINITY;
-    return 0.5f;
-  }
-  const float e1 = expf(lse1 - m), e2 = expf(lse2 - m);
-  *lse_out = m + logf(e1 + e2);
-  return e1 / (e1 + e2);
-}
-
 }  // namespace attention
 }  // namespace sam2rl_fast

@@ -1,38 +1,60 @@
-// CPU kernel of the fused RoPE attention: online softmax over key blocks, RoPE applied to
-// query and key tiles on the fly; neither the score matrix nor rotated copies of the keys
-// are materialised.
+// CPU kernel of the fused RoPE attention (fp32), flash-attention style: online softmax over
+// key blocks, RoPE applied to queries once and to each key block on the fly into a small
+// cache-resident buffer; neither the score matrix nor a rotated copy of all keys is ever
+// materialised.
+//
+// Work split: each thread owns a contiguous range of (batch, query tile) jobs and keeps
+// their rotated queries and softmax state for the whole key loop. Key blocks are the outer
+// loop, so every thread rotates each key block once and reuses it for all of its query
+// tiles (rotating per query tile would cost ~25% of the GEMM time at 512 keys per block).
+// The two products per (query tile, key block) are small GEMMs on L2-resident blocks
+// (S = Qr Kr^T: [128 x 256] x [256 x 256]; acc += P V: [128 x 256] x [256 x 64]) done by
+// ATen's BLAS (MKL/OpenBLAS), which runs single-threaded inside at::parallel_for; the
+// softmax and rotation loops are the vectorised kernels of cpu_kernels.h.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
 #include "common/format.h"
 #include "memory_attention/attention_math.h"
+#include "memory_attention/cpu_kernels.h"
 #include "memory_attention/rope_attention.h"
 
 namespace sam2rl_fast {
 namespace attention {
 
 namespace {
-constexpr int64_t kQ = 32;  // queries per tile
-constexpr int64_t kK = 64;  // keys per tile
+constexpr int64_t kQ = 128;  // queries per tile
+constexpr int64_t kK = 256;  // keys per block
 
-// cos/sin [Nq, D/2] of every query position: computed once per call, shared by all tiles.
-void rope_table(int64_t side, int64_t D, float theta, std::vector<float>& cs,
-                std::vector<float>& sn) {
+// Pair-expanded cos/sin tables [Nq, D] of every query position (see cpu::rotate_row):
+// c2 = (cos, cos), s2 = (-sin, sin) per adjacent channel pair. Computed once per call.
+void rope_table(int64_t side, int64_t D, float theta, std::vector<float>& c2,
+                std::vector<float>& s2) {
   const int64_t Nq = side * side, P = D / 2;
-  cs.resize(Nq * P);
-  sn.resize(Nq * P);
+  c2.resize(Nq * D);
+  s2.resize(Nq * D);
   at::parallel_for(0, Nq, 64, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t)
       for (int64_t p = 0; p < P; ++p) {
-        const float a = rope_angle(t, side, p, D, theta);
-        cs[t * P + p] = cosf(a);
-        sn[t * P + p] = sinf(a);
+        const float a = rope_angle(t, side, p, D, theta), c = cosf(a), s = sinf(a);
+        c2[t * D + 2 * p] = c;
+        c2[t * D + 2 * p + 1] = c;
+        s2[t * D + 2 * p] = -s;
+        s2[t * D + 2 * p + 1] = s;
       }
   });
+}
+
+// A float32 CPU tensor over scratch memory owned by the caller (no copy, no deleter).
+at::Tensor wrap(const float* p, int64_t rows, int64_t cols) {
+  return at::from_blob(const_cast<float*>(p), {rows, cols}, at::TensorOptions().dtype(at::kFloat));
 }
 }  // namespace
 
@@ -69,9 +91,9 @@ std::tuple<at::Tensor, at::Tensor> rope_attention_cpu(const at::Tensor& q_in, co
   TORCH_CHECK(q_in.scalar_type() == at::kFloat, "sam2rl_fast: the CPU rope_attention is float32");
   const auto q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const int64_t B = q.size(0), Nq = q.size(1), D = q.size(2), M = k.size(1), Dv = v.size(2);
-  const int64_t P = D / 2, n_rope = M - num_k_exclude_rope;
-  std::vector<float> cs, sn;
-  rope_table(side, D, static_cast<float>(theta), cs, sn);
+  const int64_t n_rope = M - num_k_exclude_rope;
+  std::vector<float> c2, s2;
+  rope_table(side, D, static_cast<float>(theta), c2, s2);
   auto out = at::empty({B, Nq, Dv}, q.options());
   auto lse = at::empty({B, Nq}, q.options());
   const float* qp = q.const_data_ptr<float>();
@@ -82,70 +104,59 @@ std::tuple<at::Tensor, at::Tensor> rope_attention_cpu(const at::Tensor& q_in, co
   const int64_t n_qt = (Nq + kQ - 1) / kQ;
   const float fscale = static_cast<float>(scale);
   at::parallel_for(0, B * n_qt, 1, [&](int64_t job0, int64_t job1) {
-    std::vector<float> qr(kQ * D), krT(D * kK), s(kQ * kK), acc(kQ * Dv);
-    std::vector<SoftmaxState> st(kQ);
+    const int64_t n_jobs = job1 - job0;
+    // Per job: rotated, pre-scaled queries [kQ, D], accumulator [kQ, Dv], softmax state.
+    std::vector<float> qr(n_jobs * kQ * D), acc(n_jobs * kQ * Dv, 0.0f);
+    std::vector<SoftmaxState> st(n_jobs * kQ, softmax_init());
+    std::vector<float> kr(kK * D), s(kQ * kK);  // rotated key block, score block
     for (int64_t job = job0; job < job1; ++job) {
       const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, Nq - q0);
-      // Rotated, pre-scaled query tile.
-      for (int64_t i = 0; i < nq; ++i) {
-        const float* src = qp + (b * Nq + q0 + i) * D;
-        const float* c = &cs[(q0 + i) * P];
-        const float* sv = &sn[(q0 + i) * P];
-        for (int64_t p = 0; p < P; ++p) {
-          float x, y;
-          rotate_pair(src[2 * p], src[2 * p + 1], c[p], sv[p], &x, &y);
-          qr[i * D + 2 * p] = x * fscale;
-          qr[i * D + 2 * p + 1] = y * fscale;
-        }
-        st[i] = softmax_init();
-      }
-      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t i = 0; i < nq; ++i)
+        cpu::rotate_row(qp + (b * Nq + q0 + i) * D, &c2[(q0 + i) * D], &s2[(q0 + i) * D], fscale,
+                        &qr[((job - job0) * kQ + i) * D], D);
+    }
+    for (int64_t jb = job0; jb < job1;) {  // jobs of one batch entry b at a time
+      const int64_t b = jb / n_qt, je = std::min(job1, (b + 1) * n_qt);
       for (int64_t k0 = 0; k0 < M; k0 += kK) {
         const int64_t nk = std::min(kK, M - k0);
-        // Key tile, rotated on the fly and transposed ([D, kK]) so the score loop runs
-        // contiguously over keys and vectorises.
         for (int64_t j = 0; j < nk; ++j) {
           const int64_t key = k0 + j;
           const float* src = kp + (b * M + key) * D;
           if (key < n_rope) {
-            const int64_t t = key % Nq;
-            for (int64_t p = 0; p < P; ++p) {
-              float x, y;
-              rotate_pair(src[2 * p], src[2 * p + 1], cs[t * P + p], sn[t * P + p], &x, &y);
-              krT[(2 * p) * kK + j] = x;
-              krT[(2 * p + 1) * kK + j] = y;
-            }
-          } else {
-            for (int64_t d = 0; d < D; ++d) krT[d * kK + j] = src[d];
+            const int64_t t = key % Nq;  // the query table tiled over memory frames
+            cpu::rotate_row(src, &c2[t * D], &s2[t * D], 1.0f, &kr[j * D], D);
+          } else {  // object pointer tokens carry no RoPE
+            std::copy(src, src + D, &kr[j * D]);
           }
         }
-        for (int64_t i = 0; i < nq; ++i) {
-          float* srow = &s[i * kK];
-          std::fill(srow, srow + nk, 0.0f);
-          for (int64_t d = 0; d < D; ++d) {
-            const float qv = qr[i * D + d];
-            const float* kr = &krT[d * kK];
-            for (int64_t j = 0; j < nk; ++j) srow[j] += qv * kr[j];
+        const auto kr_t = wrap(kr.data(), nk, D);             // [nk, D]
+        const auto v_t = wrap(vp + (b * M + k0) * Dv, nk, Dv);  // [nk, Dv]
+        auto s_t = wrap(s.data(), kQ, nk);                       // [kQ, nk]
+        for (int64_t job = jb; job < je; ++job) {
+          const int64_t idx = job - job0, nq = std::min(kQ, Nq - (job % n_qt) * kQ);
+          auto s_q = nq == kQ ? s_t : s_t.narrow(0, 0, nq);                // [nq, nk]
+          at::mm_out(s_q, wrap(&qr[idx * kQ * D], nq, D), kr_t.t());
+          for (int64_t i = 0; i < nq; ++i) {
+            float* row = &s[i * nk];
+            SoftmaxState& si = st[idx * kQ + i];
+            const float factor = softmax_rescale(&si, cpu::row_max(row, nk));
+            float* a = &acc[(idx * kQ + i) * Dv];
+            for (int64_t c = 0; c < Dv; ++c) a[c] *= factor;
+            si.l += cpu::exp_sub_sum(row, nk, si.m);  // row <- exp(row - m)
           }
-          float bmax = -INFINITY;
-          for (int64_t j = 0; j < nk; ++j) bmax = std::max(bmax, srow[j]);
-          const float factor = softmax_rescale(&st[i], bmax);
-          float* a = &acc[i * Dv];
-          for (int64_t c = 0; c < Dv; ++c) a[c] *= factor;
-          float lsum = 0.0f;
-          for (int64_t j = 0; j < nk; ++j) {
-            const float pj = expf(srow[j] - st[i].m);
-            lsum += pj;
-            const float* vr = vp + (b * M + k0 + j) * Dv;
-            for (int64_t c = 0; c < Dv; ++c) a[c] += pj * vr[c];
-          }
-          st[i].l += lsum;
+          wrap(&acc[idx * kQ * Dv], nq, Dv).addmm_(s_q, v_t);  // acc += P V
         }
       }
+      jb = je;
+    }
+    for (int64_t job = job0; job < job1; ++job) {
+      const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, Nq - q0);
       for (int64_t i = 0; i < nq; ++i) {
-        const float inv = 1.0f / st[i].l;
-        for (int64_t c = 0; c < Dv; ++c) op[(b * Nq + q0 + i) * Dv + c] = acc[i * Dv + c] * inv;
-        lp[b * Nq + q0 + i] = softmax_lse(st[i]);
+        const SoftmaxState& si = st[(job - job0) * kQ + i];
+        const float inv = 1.0f / si.l;
+        const float* a = &acc[((job - job0) * kQ + i) * Dv];
+        for (int64_t c = 0; c < Dv; ++c) op[(b * Nq + q0 + i) * Dv + c] = a[c] * inv;
+        lp[b * Nq + q0 + i] = softmax_lse(si);
       }
     }
   });

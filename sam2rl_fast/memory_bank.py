@@ -185,6 +185,18 @@ class MemoryBank:
         self.ptr_frame[obj, slot] = -1
         self.ptr_is_cond[obj, slot] = False
 
+    def subset(self, objects: Sequence[int]) -> "MemoryBank":
+        """A bank holding copies of the given objects' memories (for grouped gathers)."""
+        idx = torch.as_tensor(list(objects), dtype=torch.long)
+        sub = object.__new__(MemoryBank)
+        sub.__dict__.update(self.__dict__)
+        sub.num_objects = len(idx)
+        dev_idx = idx.to(self.device)
+        sub.feats, sub.ptrs = self.feats[dev_idx], self.ptrs[dev_idx]
+        for name in ("frame_idx", "is_cond", "obj_score", "iou", "present", "ptr_frame", "ptr_is_cond"):
+            setattr(sub, name, getattr(self, name)[idx])
+        return sub
+
     # ---------------------------------------------------------------- reading
     def gather(self, selection, encodings) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Memory attention's inputs for a `MemorySelection`.

@@ -1,0 +1,25 @@
+"""The small SAM 2.1 model this project trains on its synthetic videos and ships as package data.
+
+It is what `FastTracker(model=None)` and `sam2rl-fast demo` run when no Meta checkpoint is
+at hand (none can be downloaded on an offline machine).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSET_DIR = Path(__file__).parent / "assets"
+CHECKPOINT = ASSET_DIR / "demo_sam2.1_tiny256.pt"
+CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+
+
+def bundled_checkpoint() -> tuple[Path, str]:
+    """(checkpoint path, config) of the bundled demo model."""
+    from sam2rl_fast.model_loading import ModelError
+
+    if not CHECKPOINT.is_file():
+        raise ModelError(
+            "this install has no bundled demo model yet "
+            f"({CHECKPOINT} is missing); pass model= a Meta SAM 2 checkpoint "
+            "(e.g. sam2.1_hiera_tiny.pt) or a config name for random weights")
+    return CHECKPOINT, CONFIG

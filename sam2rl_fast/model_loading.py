@@ -1,0 +1,135 @@
+"""Build a sam2 model from what a user has: a Meta checkpoint, a config name, or a model.
+
+Meta's checkpoints (`sam2_hiera_tiny.pt` ... `sam2.1_hiera_large.pt`) are `{"model":
+state_dict}` files; the config is inferred from their keys (trunk width and depth, and the
+SAM 2.1-only parameters) unless given. Models are built with sam2's own hydra configs, so
+a checkpoint loads exactly as `sam2.build_sam.build_sam2_video_predictor` loads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# (family, size) -> sam2's packaged config
+CONFIGS = {
+    ("sam2.1", "t"): "configs/sam2.1/sam2.1_hiera_t.yaml",
+    ("sam2.1", "s"): "configs/sam2.1/sam2.1_hiera_s.yaml",
+    ("sam2.1", "b+"): "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    ("sam2.1", "l"): "configs/sam2.1/sam2.1_hiera_l.yaml",
+    ("sam2", "t"): "configs/sam2/sam2_hiera_t.yaml",
+    ("sam2", "s"): "configs/sam2/sam2_hiera_s.yaml",
+    ("sam2", "b+"): "configs/sam2/sam2_hiera_b+.yaml",
+    ("sam2", "l"): "configs/sam2/sam2_hiera_l.yaml",
+}
+# Short names users type: "sam2.1_hiera_t", "sam2.1-tiny", "sam2_hiera_b+", ...
+_SIZE_ALIASES = {"t": "t", "tiny": "t", "s": "s", "small": "s", "b+": "b+", "base_plus": "b+",
+                 "base+": "b+", "l": "l", "large": "l"}
+# Trunk (embed dim, number of blocks) of each size.
+_TRUNKS = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
+
+
+class ModelError(ValueError):
+    """A model that cannot be built: unknown config, missing or mismatched checkpoint."""
+
+
+def resolve_config(name: str) -> str:
+    """sam2's config path for a config path or short name ('sam2.1_hiera_t', 'sam2-large')."""
+    if name.endswith(".yaml"):
+        return name
+    key = name.lower().replace("hiera", "").replace("-", "_").strip("_")
+    for fam in ("sam2.1", "sam2"):
+        if key.startswith(fam):
+            size = key[len(fam):].strip("_")
+            if size in _SIZE_ALIASES:
+                return CONFIGS[(fam, _SIZE_ALIASES[size])]
+    raise ModelError(f"unknown sam2 config {name!r}; use one of "
+                     + ", ".join(sorted(f"{f}_hiera_{s}" for f, s in CONFIGS)) + " or a .yaml path")
+
+
+def load_state_dict(path) -> dict:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and torch errors all mean "not a checkpoint"
+        raise ModelError(f"cannot read checkpoint {path}: {e}") from e
+    sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelError(f"{path} is not a sam2 checkpoint (expected {{'model': state_dict}})")
+    return sd
+
+
+def infer_config(state_dict: dict, source: str = "checkpoint") -> str:
+    """The sam2 config a state dict was trained with, from its keys and shapes."""
+    w = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
+    if w is None:
+        raise ModelError(f"{source} has no Hiera image encoder: not a sam2 checkpoint")
+    blocks = {int(k.split(".")[3]) for k in state_dict if k.startswith("image_encoder.trunk.blocks.")}
+    size = _TRUNKS.get((int(w.shape[0]), len(blocks)))
+    if size is None:
+        raise ModelError(f"{source}: a Hiera trunk of width {w.shape[0]} and {len(blocks)} blocks "
+                         "matches no Meta config; pass its config explicitly")
+    fam = "sam2.1" if "no_obj_embed_spatial" in state_dict else "sam2"
+    return CONFIGS[(fam, size)]
+
+
+def build_model(model=None, *, config: str | None = None, device=None, image_size: int | None = None,
+                overrides: tuple[str, ...] = ()):
+    """A stock `SAM2VideoPredictor` in eval mode for `model`:
+
+    - a checkpoint path (config inferred from its keys, or `config`),
+    - a config name or .yaml (random weights; tests and benchmarks),
+    - a built sam2 model (`SAM2Base` / `SAM2VideoPredictor`), used as it is,
+    - None: the demo model bundled with the package.
+    """
+    from sam2.modeling.sam2_base import SAM2Base
+
+    if isinstance(model, SAM2Base):
+        return model.eval()
+    if isinstance(model, torch.nn.Module):
+        raise ModelError(f"{type(model).__name__} is not a sam2 model (SAM2Base)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    extra = ["++model.fill_hole_area=0", *overrides]  # hole filling needs sam2's own CUDA op
+    if image_size is not None:
+        extra.append(f"++model.image_size={int(image_size)}")
+    if model is None:
+        from sam2rl_fast.demo_model import bundled_checkpoint
+
+        ckpt, cfg = bundled_checkpoint()
+        return _build(cfg, ckpt, device, extra)
+    if not isinstance(model, (str, Path)):
+        raise ModelError(f"unsupported model {type(model).__name__}: pass a checkpoint path, "
+                         "a config name, a sam2 model or None")
+    s = str(model)
+    if s.endswith((".pt", ".pth", ".ckpt")) or Path(s).expanduser().is_file():
+        sd = load_state_dict(s)
+        inferred = infer_config(sd, s)
+        cfg = resolve_config(config) if config else inferred
+        if config and cfg != inferred:
+            raise ModelError(f"checkpoint {s} was trained with {inferred}, not {cfg}")
+        return _build(cfg, s, device, extra)
+    return _build(resolve_config(s), None, device, extra)
+
+
+def _build(cfg: str, ckpt, device, extra):
+    from sam2.build_sam import build_sam2_video_predictor
+
+    try:
+        model = build_sam2_video_predictor(cfg, ckpt_path=None, device=device,
+                                           hydra_overrides_extra=list(extra))
+    except Exception as e:
+        raise ModelError(f"cannot build sam2 config {cfg}: {e}") from e
+    if ckpt is not None:
+        sd = load_state_dict(ckpt)
+        try:
+            missing, unexpected = model.load_state_dict(sd, strict=False)
+        except RuntimeError as e:  # shape mismatches
+            raise ModelError(f"checkpoint {ckpt} does not fit config {cfg}: {e}") from e
+        if missing or unexpected:
+            raise ModelError(f"checkpoint {ckpt} does not fit config {cfg}: "
+                             f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+                             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    return model.eval()

@@ -1,0 +1,28 @@
+"""SAM 2's own memory rule as a policy: prompt frame + the 6 most recent frames, exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sam2rl_fast.policies.base import MemoryObservation, MemoryPolicy
+
+
+class Sam2Policy(MemoryPolicy):
+    """Stock SAM 2: every frame is stored; reads follow `StockMemoryRule` (frame distance,
+    temporal stride), and memories it can never read again are evicted. Tracking with it
+    reproduces `SAM2VideoPredictor.propagate_in_video`."""
+
+    name = "sam2"
+    uses_stock_rule = True
+
+    def reset(self, num_objects, capacity, stock):
+        super().reset(num_objects, capacity, stock)
+        self.read_rule = stock
+        self._bank = None
+
+    def decide(self, obs: MemoryObservation) -> np.ndarray:
+        raise RuntimeError("Sam2Policy assigns slots through the stock rule (assign), not decide")
+
+    def assign(self, bank, obs: MemoryObservation, reverse: bool = False) -> list[int]:
+        slots, _ = self.stock.assign(bank, obs.frame_idx, is_cond=False, reverse=reverse)
+        return slots

@@ -1,0 +1,212 @@
+"""Video input: every source a user has, as a stream of RGB frames.
+
+`open_video` accepts a video file (MP4 or any container PyAV reads), a folder of
+JPEG/PNG frames, a numpy array `[T, H, W, 3]`, or any iterable of `[H, W, 3]` frames (a
+camera stream). Frames are decoded one at a time: nothing needs the whole video in memory.
+`preprocess_frame` turns a frame into the model's input exactly as sam2's `init_state`
+does (PIL resize to a square, [0, 1], ImageNet mean/std).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FRAME_EXTS = (".jpg", ".jpeg", ".png")
+IMG_MEAN = (0.485, 0.456, 0.406)
+IMG_STD = (0.229, 0.224, 0.225)
+
+
+class VideoError(ValueError):
+    """A video that cannot be read: missing, empty, corrupt or of the wrong layout."""
+
+
+def _natural_key(p: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
+def _check_frame(frame, where: str) -> np.ndarray:
+    a = np.asarray(frame)
+    if a.ndim == 2:  # grayscale: replicate, as PIL's convert("RGB") does
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        raise VideoError(f"{where}: a frame must be [H, W, 3] RGB, got shape {list(a.shape)}")
+    if a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating) and a.size and float(a.max()) <= 1.0:
+            a = np.round(a * 255.0)
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(a[..., :3])
+
+
+class VideoSource:
+    """An iterable of RGB uint8 frames `[H, W, 3]` with the video's size.
+
+    `num_frames` is None for streams whose length is unknown until they end.
+    """
+
+    def __init__(self, frames: Iterable, num_frames: int | None, name: str):
+        self._frames = frames
+        self.num_frames = num_frames
+        self.name = name
+        self._first: np.ndarray | None = None
+        self._iter: Iterator | None = None
+
+    def _ensure_first(self) -> np.ndarray:
+        if self._first is None:
+            self._iter = iter(self._frames)
+            try:
+                self._first = _check_frame(next(self._iter), self.name)
+            except StopIteration:
+                raise VideoError(f"{self.name}: the video has no frames") from None
+        return self._first
+
+    @property
+    def height(self) -> int:
+        return self._ensure_first().shape[0]
+
+    @property
+    def width(self) -> int:
+        return self._ensure_first().shape[1]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        first = self._ensure_first()
+        rest, self._iter, self._first = self._iter, None, None
+        H, W = first.shape[:2]
+        yield first
+        for t, f in enumerate(rest, start=1):
+            f = _check_frame(f, self.name)
+            if f.shape[:2] != (H, W):
+                raise VideoError(f"{self.name}: frame {t} is {f.shape[1]}x{f.shape[0]}, "
+                                 f"frame 0 is {W}x{H}; all frames must have one size")
+            yield f
+
+    def __len__(self) -> int:
+        if self.num_frames is None:
+            raise TypeError(f"{self.name}: a stream has no length")
+        return self.num_frames
+
+
+def _folder_frames(paths: list[Path]) -> Iterator[np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                yield np.array(img.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise VideoError(f"cannot read frame {p}: {e}") from e
+
+
+def _file_frames(path: Path) -> Iterator[np.ndarray]:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as e:
+        raise VideoError(f"cannot open video {path}: {e}") from e
+    with container:
+        if not container.streams.video:
+            raise VideoError(f"{path} holds no video stream")
+        try:
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as e:
+            raise VideoError(f"{path} is corrupt: {e}") from e
+
+
+def open_video(video) -> VideoSource:
+    """A `VideoSource` for a path (file or frame folder), an array `[T,H,W,3]` or an iterable."""
+    if isinstance(video, VideoSource):
+        return video
+    if isinstance(video, (str, Path)):
+        path = Path(video).expanduser()
+        if not path.exists():
+            raise VideoError(f"video not found: {path}")
+        if path.is_dir():
+            paths = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTS),
+                           key=_natural_key)
+            if not paths:
+                raise VideoError(f"{path} holds no {'/'.join(FRAME_EXTS)} frames")
+            return VideoSource(_LazyIterable(_folder_frames, paths), len(paths), str(path))
+        n = _probe_num_frames(path)
+        return VideoSource(_LazyIterable(_file_frames, path), n, str(path))
+    if isinstance(video, torch.Tensor):
+        video = video.detach().cpu().numpy()
+    if isinstance(video, np.ndarray):
+        if video.ndim != 4 or video.shape[-1] not in (3, 4):
+            raise VideoError(f"a video array must be [T, H, W, 3], got shape {list(video.shape)}")
+        if video.shape[0] == 0:
+            raise VideoError("the video array has no frames")
+        return VideoSource(list(video), video.shape[0], "array")
+    if isinstance(video, Iterable):
+        return VideoSource(video, len(video) if hasattr(video, "__len__") else None, "stream")
+    raise VideoError(f"unsupported video type {type(video).__name__}: pass a path, a folder, "
+                     "an array [T, H, W, 3] or an iterable of frames")
+
+
+class _LazyIterable:
+    """Re-iterable: each iteration opens the source again."""
+
+    def __init__(self, fn, arg):
+        self.fn, self.arg = fn, arg
+
+    def __iter__(self):
+        return self.fn(self.arg)
+
+
+def _probe_num_frames(path: Path) -> int | None:
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise VideoError(f"{path} holds no video stream")
+            n = c.streams.video[0].frames
+            return int(n) if n else None
+    except av.FFmpegError as e:
+        raise VideoError(f"cannot open video {path} (corrupt or not a video): {e}") from e
+
+
+def preprocess_frame(frame: np.ndarray, image_size: int, device=None) -> torch.Tensor:
+    """`[3, S, S]` float32 model input, as sam2 builds it from a frame (PIL bicubic resize)."""
+    from PIL import Image
+
+    img = np.array(Image.fromarray(frame).resize((image_size, image_size)))
+    x = torch.from_numpy(img).to(device).permute(2, 0, 1).float() / 255.0
+    mean = torch.tensor(IMG_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(IMG_STD, device=x.device)[:, None, None]
+    return (x - mean) / std
+
+
+def write_video(frames: Iterable[np.ndarray], path, fps: float = 10.0) -> Path:
+    """Write RGB frames as an H.264 MP4 (or GIF when the suffix is .gif)."""
+    import av
+
+    path = Path(path)
+    frames = iter(frames)
+    first = next(frames)
+    if path.suffix.lower() == ".gif":
+        from PIL import Image
+
+        imgs = [Image.fromarray(first)] + [Image.fromarray(f) for f in frames]
+        imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+        return path
+    H, W = first.shape[:2]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
+                         rate=int(round(fps)))
+        s.width, s.height, s.pix_fmt = W - W % 2, H - H % 2, "yuv420p"  # 4:2:0 needs even sizes
+        if s.codec_context.name == "libx264":
+            s.options = {"crf": "18"}  # visually lossless: overlays keep thin mask edges
+        for f in (first, *frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[: s.height, : s.width]),
+                                            format="rgb24")
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path

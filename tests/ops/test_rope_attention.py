@@ -19,7 +19,9 @@ def inputs(B, side, n_mem, n_ptr, D=256, Dv=64, device="cpu", dtype=torch.float3
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("B,side", [(1, 16), (3, 7), (2, 5)])  # 7, 5: tiles not filled
+# CPU tiles are 128 queries x 256 keys: side 12 (144 queries) and 7, 5 leave partial query
+# tiles; B = 3 splits (batch, tile) jobs across threads mid-batch.
+@pytest.mark.parametrize("B,side", [(1, 16), (3, 7), (2, 5), (3, 12)])
 @pytest.mark.parametrize("n_mem,n_ptr", [(1, 0), (4, 8), (7, 64), (2, 3)])
 def test_matches_reference_fp32(device, B, side, n_mem, n_ptr):
     q, k, v = inputs(B, side, n_mem, n_ptr, device=device)
@@ -34,6 +36,30 @@ def test_self_attention_shape_and_opcheck():
     assert out.shape == (2, 36, 32) and lse.shape == (2, 36)
     torch.library.opcheck(torch.ops.sam2rl_fast.rope_attention.default,
                           (q, k, v, 6, 0, 32 ** -0.5, 10000.0))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fast_cpu_kernel_opcheck_and_uninitialised_memory(threads):
+    # D = 256 with partial query tiles and key blocks (M = 296); outputs are allocated
+    # with at::empty, which deterministic mode fills with NaN: any element the kernel
+    # failed to write fails the comparison.
+    q, k, v = inputs(3, 12, 2, 8)
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_fill = torch.utils.deterministic.fill_uninitialized_memory
+    try:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = True
+        out, lse = rope_attention(q, k, v, 12, 8)
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+        torch.utils.deterministic.fill_uninitialized_memory = old_fill
+    ref, ref_lse = rope_attention_ref(q.double(), k.double(), v.double(), 12, 8)
+    assert rel_err(out, ref) <= 1e-4 and rel_err(lse, ref_lse) <= 1e-4
+    torch.library.opcheck(torch.ops.sam2rl_fast.rope_attention.default,
+                          (q, k, v, 12, 8, 256 ** -0.5, 10000.0))
 
 
 @pytest.mark.parametrize("args,match", [

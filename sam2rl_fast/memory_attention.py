@@ -1,0 +1,263 @@
+"""`FastMemoryAttention`: a drop-in replacement for sam2's `MemoryAttention` (inference).
+
+Same weights (shared, not copied), same `forward` signature and output as
+`sam2.modeling.memory_attention.MemoryAttention`; the state dict keys are the stock ones,
+so checkpoints load into either. What changes is how the 4 layers are computed:
+
+- RoPE is real cos/sin arithmetic on adjacent channel pairs (stock goes through complex
+  numbers); the tables are cached per grid side, device and dtype.
+- Self-attention: one merged q/k projection (q and k share their input), RoPE, ATen SDPA.
+- Cross-attention uses the exact PV shortcut
+  `out_proj(softmax(S) @ (m Wv^T + bv)) = (softmax(S) @ m) @ (Wo Wv)^T + (Wo bv + bo)`:
+  attention runs on the raw 64-d memory instead of 256-d values (the PV product and the
+  V projection over all M memory tokens drop out), followed by one merged 64 -> 256
+  projection. The merged weights are computed once (in float64, then cast) and recomputed
+  only when a weight changes (tracked by tensor version and storage, so `load_state_dict`,
+  in-place updates and `.to()` are all seen).
+- On the CPU in float32 the cross-attention core is the fused `sam2rl_fast::rope_attention`
+  op (RoPE on the fly, online softmax, never a score matrix or a rotated copy of the
+  keys). Everywhere else (CUDA, other dtypes, autocast) it is an exact torch composite:
+  the same real RoPE, `scaled_dot_product_attention` with the 64-d V, the merged
+  projection. The CUDA `rope_attention` kernel (one warp per query, no tensor cores) is
+  ~50x slower than stock SDPA, so CUDA does not use it; a tensor-core split-KV kernel is
+  pending.
+
+Inference only: when gradients are required (grad mode on and any input or weight
+requires grad) or the module is in training mode (dropout), `forward` runs stock sam2's
+own `MemoryAttention.forward` on the shared weights, so training and fine-tuning behave
+exactly as before, just not faster. Run under `torch.no_grad()` / `torch.inference_mode()`
+(as `SAM2VideoPredictor.propagate_in_video` does) to get the fast path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam2rl_fast.ops.memory_attention_reference import apply_rope, rope_tables
+
+
+def _stock_classes():
+    from sam2.modeling.memory_attention import MemoryAttention
+    from sam2.modeling.sam.transformer import RoPEAttention
+
+    return MemoryAttention, RoPEAttention
+
+
+def _weight_key(*tensors: torch.Tensor) -> tuple:
+    # Identifies the current values of tensors: in-place writes bump `_version`, `.to()` and
+    # `param.data = ...` change the storage.
+    return tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
+
+
+class FastMemoryAttention(nn.Module):
+    """sam2 `MemoryAttention` with the PV shortcut and a fused CPU cross-attention kernel.
+
+    Build it with `FastMemoryAttention.from_sam2(model.memory_attention)`; it shares the
+    stock module's layers and final norm (see the module docstring for what is computed
+    how, and when the stock forward is used instead).
+    """
+
+    def __init__(self, stock: nn.Module):
+        super().__init__()
+        MemoryAttention, RoPEAttention = _stock_classes()
+        if not isinstance(stock, MemoryAttention):
+            raise TypeError(f"FastMemoryAttention.from_sam2 needs a sam2 MemoryAttention, got "
+                            f"{type(stock).__name__}")
+        if not stock.batch_first:
+            raise ValueError("FastMemoryAttention supports sam2's batch_first=True "
+                             "MemoryAttention only (every released config)")
+        for i, layer in enumerate(stock.layers):
+            for name in ("self_attn", "cross_attn_image"):
+                attn = getattr(layer, name)
+                if not isinstance(attn, RoPEAttention) or attn.num_heads != 1:
+                    raise ValueError(f"layer {i}.{name}: FastMemoryAttention needs a one-head "
+                                     f"RoPEAttention (every released sam2 config)")
+            if layer.cross_attn_image.internal_dim != stock.d_model:
+                raise ValueError(f"layer {i}: cross-attention internal dim "
+                                 f"{layer.cross_attn_image.internal_dim} != d_model {stock.d_model}")
+        # Same submodule names as stock: identical state_dict keys, shared parameters.
+        self.layers = stock.layers
+        self.norm = stock.norm
+        self.d_model = stock.d_model
+        self.num_layers = stock.num_layers
+        self.pos_enc_at_input = stock.pos_enc_at_input
+        self.batch_first = stock.batch_first
+        self.mem_dim = stock.layers[0].cross_attn_image.kv_in_dim
+        # Kept outside the module tree (it holds the same submodules): its forward is the
+        # fallback when gradients are required or in training mode.
+        self.__dict__["_stock"] = stock
+        self.train(stock.training)
+        self._merged: dict[int, tuple] = {}
+        self._rope: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def from_sam2(cls, stock: nn.Module) -> "FastMemoryAttention":
+        """Wrap a stock sam2 `MemoryAttention`, sharing its weights."""
+        return cls(stock)
+
+    # ---- precomputed tables -------------------------------------------------------------
+
+    def _merged_weights(self, i: int):
+        """Per layer: self-attn q/k weights stacked [2d, d] + bias, and the cross-attn
+        merged out projection Wo Wv [d, C] + (Wo bv + bo) [d]."""
+        layer = self.layers[i]
+        sa, ca = layer.self_attn, layer.cross_attn_image
+        srcs = (sa.q_proj.weight, sa.q_proj.bias, sa.k_proj.weight, sa.k_proj.bias,
+                ca.v_proj.weight, ca.v_proj.bias, ca.out_proj.weight, ca.out_proj.bias)
+        key = _weight_key(*srcs)
+        hit = self._merged.get(i)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        with torch.no_grad():
+            w_qk = torch.cat([sa.q_proj.weight, sa.k_proj.weight], 0)  # [2d, d]
+            b_qk = torch.cat([sa.q_proj.bias, sa.k_proj.bias], 0)  # [2d]
+            wo, wv = ca.out_proj.weight.double(), ca.v_proj.weight.double()
+            w_ov = (wo @ wv).to(ca.out_proj.weight.dtype)  # [d, C]
+            b_ov = (wo @ ca.v_proj.bias.double() + ca.out_proj.bias.double()).to(w_ov.dtype)
+        val = (w_qk, b_qk, w_ov, b_ov)
+        self._merged[i] = (key, val)
+        return val
+
+    def _rope_tables(self, side: int, device, dtype):
+        key = (side, str(device), dtype)
+        if key not in self._rope:
+            self._rope[key] = rope_tables(side, self.d_model, device=device, dtype=dtype)
+        return self._rope[key]  # cos, sin [side*side, d/2]
+
+    # ---- forward --------------------------------------------------------------------------
+
+    def _check_inputs(self, curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens):
+        tensors = {"curr": curr, "memory": memory, "curr_pos": curr_pos, "memory_pos": memory_pos}
+        for name, t in tensors.items():
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"FastMemoryAttention: {name} must be a tensor, got "
+                                f"{type(t).__name__}")
+            if t.dim() != 3:
+                raise ValueError(f"FastMemoryAttention: {name} must be 3-D (sequence-first), got "
+                                 f"shape {tuple(t.shape)}")
+        Nq, B, d = curr.shape
+        M = memory.shape[0]
+        if curr_pos.shape != curr.shape:
+            raise ValueError(f"FastMemoryAttention: curr_pos {tuple(curr_pos.shape)} must match "
+                             f"curr {tuple(curr.shape)}")
+        if d != self.d_model:
+            raise ValueError(f"FastMemoryAttention: curr has {d} channels, the model {self.d_model}")
+        if memory.shape[1:] != (B, self.mem_dim):
+            raise ValueError(f"FastMemoryAttention: memory must be [M, {B}, {self.mem_dim}] "
+                             f"(batch of curr, memory dim of the model), got {tuple(memory.shape)}")
+        if memory_pos.shape != memory.shape:
+            raise ValueError(f"FastMemoryAttention: memory_pos {tuple(memory_pos.shape)} must "
+                             f"match memory {tuple(memory.shape)}")
+        side = math.isqrt(Nq)
+        if side * side != Nq:
+            raise ValueError(f"FastMemoryAttention: memory attention needs a square grid, got "
+                             f"{Nq} query tokens")
+        n_ptr = int(num_obj_ptr_tokens)
+        per_ptr = self.d_model // self.mem_dim
+        if n_ptr < 0 or n_ptr > M or n_ptr % per_ptr:
+            raise ValueError(f"FastMemoryAttention: num_obj_ptr_tokens={n_ptr} must be a multiple "
+                             f"of {per_ptr} (tokens per object pointer) in [0, M={M}]")
+        if (M - n_ptr) % Nq:
+            raise ValueError(f"FastMemoryAttention: the {M - n_ptr} spatial memory tokens are not a "
+                             f"whole number of memory frames of {Nq} tokens")
+        weight = self.norm.weight
+        devices = {t.device for t in tensors.values()} | {weight.device}
+        if len(devices) > 1:
+            raise ValueError("FastMemoryAttention: inputs and weights must be on one device, got "
+                             + ", ".join(f"{n} on {t.device}" for n, t in tensors.items())
+                             + f", weights on {weight.device}")
+        for name, t in tensors.items():
+            if not t.is_floating_point():
+                raise TypeError(f"FastMemoryAttention: {name} must be floating point, got {t.dtype}")
+        autocast = torch.is_autocast_enabled(curr.device.type)
+        dtypes = {t.dtype for t in tensors.values()} | {weight.dtype}
+        if len(dtypes) > 1 and not autocast:
+            raise TypeError("FastMemoryAttention: inputs and weights must share a dtype (or run "
+                            "under autocast), got "
+                            + ", ".join(f"{n} {t.dtype}" for n, t in tensors.items())
+                            + f", weights {weight.dtype}")
+        return side, n_ptr, autocast
+
+    def forward(
+        self,
+        curr: torch.Tensor | list,  # [Nq, B, d] (or a one-element list, as stock)
+        memory: torch.Tensor,  # [M, B, C]: spatial memory tokens, then pointer tokens
+        curr_pos: torch.Tensor | list | None = None,  # [Nq, B, d]
+        memory_pos: torch.Tensor | None = None,  # [M, B, C]
+        num_obj_ptr_tokens: int = 0,  # trailing memory tokens without RoPE
+    ) -> torch.Tensor:
+        """Returns `[Nq, B, d]`, equal to stock `MemoryAttention.forward`."""
+        if isinstance(curr, list):
+            if not isinstance(curr_pos, list) or len(curr) != 1 or len(curr_pos) != 1:
+                raise ValueError("FastMemoryAttention: list inputs must be one-element lists "
+                                 "curr=[x], curr_pos=[pos], as in stock sam2")
+            curr, curr_pos = curr[0], curr_pos[0]
+        if curr_pos is None or memory_pos is None:
+            raise ValueError("FastMemoryAttention: curr_pos and memory_pos are required")
+        side, n_ptr, autocast = self._check_inputs(curr, memory, curr_pos, memory_pos,
+                                                   num_obj_ptr_tokens)
+        if self.training or (torch.is_grad_enabled() and (
+                any(t.requires_grad for t in (curr, memory, curr_pos, memory_pos))
+                or any(p.requires_grad for p in self.parameters()))):
+            return self._stock(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
+        fused = curr.device.type == "cpu" and curr.dtype == torch.float32 and not autocast
+        return self._forward_fast(curr, memory, curr_pos, memory_pos, side, n_ptr, fused)
+
+    def _forward_fast(self, curr, memory, curr_pos, memory_pos, side, n_ptr, fused):
+        x = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
+        x = x.transpose(0, 1).contiguous()  # [B, Nq, d]
+        qpos = curr_pos.transpose(0, 1)  # [B, Nq, d]
+        mem = memory.transpose(0, 1).contiguous()  # [B, M, C]
+        mem_k = None  # memory + memory_pos, built once for every layer that uses it
+        cos, sin = self._rope_tables(side, x.device, torch.float32 if fused else x.dtype)
+        for i, layer in enumerate(self.layers):
+            w_qk, b_qk, w_ov, b_ov = self._merged_weights(i)
+            # Self-attention: q and k share their input, so one projection; v has no pos.
+            sa = layer.self_attn
+            h = layer.norm1(x)
+            qk = F.linear(h + qpos if layer.pos_enc_at_attn else h, w_qk, b_qk)  # [B, Nq, 2d]
+            q, k = qk.chunk(2, dim=-1)
+            o = F.scaled_dot_product_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin),
+                                               sa.v_proj(h))  # [B, Nq, d]
+            x = x + sa.out_proj(o)
+            # Cross-attention on the raw memory (PV shortcut), merged out projection.
+            ca = layer.cross_attn_image
+            h = layer.norm2(x)
+            q = ca.q_proj(h + qpos if layer.pos_enc_at_cross_attn_queries else h)  # [B, Nq, d]
+            if layer.pos_enc_at_cross_attn_keys:
+                if mem_k is None:
+                    mem_k = mem + memory_pos.transpose(0, 1)
+                k = ca.k_proj(mem_k)  # [B, M, d]
+            else:
+                k = ca.k_proj(mem)
+            if fused:
+                from sam2rl_fast.ops.rope_attention import rope_attention
+
+                o, _ = rope_attention(q, k, mem, side, n_ptr)  # [B, Nq, C]
+            else:
+                o = _composite_cross_attention(q, k, mem, cos, sin, n_ptr)
+            x = x + F.linear(o, w_ov, b_ov)
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+        return self.norm(x).transpose(0, 1)  # [Nq, B, d]
+
+
+def _composite_cross_attention(
+    q: torch.Tensor,  # [B, Nq, d] projected queries
+    k: torch.Tensor,  # [B, M, d] projected keys
+    v: torch.Tensor,  # [B, M, C] raw memory
+    cos: torch.Tensor,  # [Nq, d/2]
+    sin: torch.Tensor,  # [Nq, d/2]
+    n_ptr: int,
+) -> torch.Tensor:
+    """softmax(rope(q) rope(k)^T / sqrt(d)) v with plain torch ops (any device and dtype)."""
+    B, Nq, d = q.shape
+    n_rope = k.shape[1] - n_ptr
+    # Key i takes the rotation of query position i mod Nq: rotate [B, frames, Nq, d] with
+    # the [Nq, d/2] tables broadcast over frames instead of materialising tiled tables.
+    k_rope = apply_rope(k[:, :n_rope].unflatten(1, (n_rope // Nq, Nq)), cos, sin).flatten(1, 2)
+    k = torch.cat([k_rope, k[:, n_rope:]], dim=1)
+    return F.scaled_dot_product_attention(apply_rope(q, cos, sin), k, v.to(q.dtype))  # [B, Nq, C]

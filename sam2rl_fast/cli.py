@@ -1,10 +1,13 @@
-"""`sam2rl-fast` command line."""
+"""`sam2rl-fast` command line: info, track."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import sys
+from pathlib import Path
 
 
 def _info(args) -> int:
@@ -19,14 +22,131 @@ def _info(args) -> int:
     return 0 if info["extension_loaded"] else 1
 
 
+def prepare_out_dir(out: str, overwrite: bool) -> Path:
+    """A fresh output folder; an existing non-empty one only with --overwrite."""
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise SystemExit(f"error: {path} already exists and is not empty; "
+                             "pass --overwrite to replace it")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _floats(text: str, n: int | None, what: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise SystemExit(f"error: {what} must be comma-separated numbers, got {text!r}") from None
+    if n is not None and len(vals) != n:
+        raise SystemExit(f"error: {what} needs {n} numbers, got {text!r}")
+    return vals
+
+
+def _prompts(args) -> dict:
+    """{obj_id: prompt} from --box / --mask / --points (each repeatable: one object each)."""
+    import numpy as np
+
+    prompts, k = {}, 0
+    for b in args.box or []:
+        prompts[k], k = tuple(_floats(b, 4, "--box x0,y0,x1,y1")), k + 1
+    for mpath in args.mask or []:
+        from PIL import Image
+
+        p = Path(mpath)
+        if not p.is_file():
+            raise SystemExit(f"error: mask file not found: {p}")
+        a = np.array(Image.open(p))
+        a = a if a.ndim == 2 else a[..., :3].max(-1)
+        ids = [v for v in np.unique(a) if v != 0]
+        if not ids:
+            raise SystemExit(f"error: mask {p} is empty (all zero)")
+        for v in ids:  # an indexed PNG holds one object per value (DAVIS layout)
+            prompts[k], k = a == v, k + 1
+    for pts in args.points or []:
+        vals = [_floats(t, 3, "--points x,y,label;...") for t in pts.split(";") if t.strip()]
+        prompts[k], k = ([v[:2] for v in vals], [int(v[2]) for v in vals]), k + 1
+    if not prompts:
+        raise SystemExit("error: give at least one prompt: --box, --mask or --points")
+    return {args.frame: prompts}
+
+
+def _track(args) -> int:
+    import numpy as np
+
+    from sam2rl_fast import FastTracker
+    from sam2rl_fast.overlay import decision_text, draw, save_index_png
+    from sam2rl_fast.video import write_video
+
+    prompt = _prompts(args)
+    tracker = FastTracker(args.video, agent=args.agent, model=args.model, prompt=prompt,
+                          device=args.device, config=args.config, image_size=args.image_size,
+                          progress=not args.quiet)
+    out = prepare_out_dir(args.out, args.overwrite)
+    (out / "masks").mkdir()
+    names = [f"obj{o}" for o in tracker.obj_ids]
+    rows, timings = [], []
+
+    def frames():
+        for fr in tracker:
+            save_index_png(fr.masks, out / "masks" / f"{fr.index:05d}.png")
+            for k, o in enumerate(tracker.obj_ids):
+                rows.append([fr.index, o, f"{fr.scores[k]:.4f}", f"{fr.ious[k]:.4f}",
+                             int(fr.decisions[k]), int(fr.masks[k].sum())])
+            timings.append(fr.timings)
+            labels = [f"{n} {decision_text(int(d))}" for n, d in zip(names, fr.decisions)]
+            yield draw(fr.image, fr.masks, labels, f"frame {fr.index}  agent {tracker.policy.name}")
+
+    write_video(frames(), out / "overlay.mp4", fps=args.fps)
+    with open(out / "scores.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["frame", "obj_id", "object_score", "predicted_iou", "memory_slot", "area_px"])
+        w.writerows(rows)
+    total_ms = sum(sum(t.values()) for t in timings)
+    summary = {
+        "video": str(args.video), "agent": tracker.policy.name, "model": str(args.model),
+        "device": str(tracker.device), "memory_attention": tracker.attention_impl,
+        "objects": [str(o) for o in tracker.obj_ids], "frames": len(timings),
+        "fps": len(timings) / (total_ms / 1000) if total_ms else None,
+        "ms_per_frame": {s: float(np.mean([t.get(s, 0.0) for t in timings])) for s in timings[0]},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"tracked {len(timings)} frames at {summary['fps']:.2f} FPS -> {out}/ "
+          "(masks/, scores.csv, summary.json, overlay.mp4)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sam2rl-fast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="how the extension was built and whether a GPU is usable")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("track", help="track objects through a video")
+    p.add_argument("video", help="video file, folder of JPEG/PNG frames")
+    p.add_argument("--box", action="append", help="x0,y0,x1,y1 in pixels (one object each)")
+    p.add_argument("--mask", action="append", help="PNG mask (an indexed PNG: one object per value)")
+    p.add_argument("--points", action="append", help="'x,y,label;x,y,label' (label 1 object, 0 background)")
+    p.add_argument("--frame", type=int, default=0, help="frame the prompts are on (default 0)")
+    p.add_argument("--agent", default="sam2", help="sam2 | samurai | dam4sam | agent file")
+    p.add_argument("--model", default=None, help="SAM 2 checkpoint or config name (default: bundled demo model)")
+    p.add_argument("--config", default=None, help="config of the checkpoint (default: inferred)")
+    p.add_argument("--image-size", type=int, default=None, help="model input size override")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--fps", type=float, default=10.0, help="frame rate of overlay.mp4")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_track)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

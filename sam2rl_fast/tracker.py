@@ -48,6 +48,7 @@ class TrackedFrame:
     ious: np.ndarray  # [n_obj] predicted IoU of the output masks
     decisions: np.ndarray  # [n_obj] slot the frame's memory went to, -1 = not stored
     timings: dict[str, float] = field(default_factory=dict)  # ms per stage
+    image: np.ndarray | None = None  # [H, W, 3] the frame itself (streaming only; run() drops it)
 
 
 @dataclass
@@ -164,7 +165,10 @@ class FastTracker:
 
     def run(self) -> TrackingResult:
         """Track every frame; masks [T, n_obj, H, W] at video resolution."""
-        frames = list(self._track(include_untracked=True))
+        frames = []
+        for fr in self._track(include_untracked=True):
+            fr.image = None  # keep masks, not the video
+            frames.append(fr)
         T, n = len(frames), len(self.obj_ids)
         tracked = np.array([bool(f.timings) for f in frames])
         return TrackingResult(
@@ -211,7 +215,7 @@ class FastTracker:
                     out = self._track_step(f, feats, bank, enc, T, tm)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
-                out.timings = tm
+                out.timings, out.image = tm, frame
                 if bar is not None:
                     bar.update(1)
                     total = sum(tm.values())

@@ -198,3 +198,20 @@ def test_memory_is_bounded_by_the_bank():
         sizes.append((tracker.bank.nbytes, len(tracker.bank.occupied(0))))
     assert len({s for s, _ in sizes}) == 1  # preallocated once
     assert max(n for _, n in sizes) == 7  # 1 prompt + 6 recent, whatever the length
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("config", ["sam2.1", "sam2"])
+def test_sam2_agent_matches_stock_on_cuda(tmp_path, config):
+    predictor = present_everywhere(build_random_predictor(config, 512)).cuda()
+    frames, masks = moving_square_video(8, n_obj=2, seed=7)
+    folder = write_jpeg_folder(frames, tmp_path / "video")
+    prompts = {k: masks[0, k] for k in range(2)}
+    ref = stock_masks(predictor, folder, prompts, "mask")
+    tracker = FastTracker(folder, agent="sam2", model=predictor, prompt=prompts)
+    res = tracker.run()
+    assert tracker.device.type == "cuda" and tracker.bank.feats.is_cuda
+    for f in range(8):
+        iou = mask_iou(res.masks[f], ref[f])
+        assert (iou >= 0.99).all(), f"frame {f}: IoU with stock {iou}"
+    assert res.masks[1:].sum((-2, -1)).min() > 0

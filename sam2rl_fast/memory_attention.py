@@ -6,7 +6,8 @@ so checkpoints load into either. What changes is how the 4 layers are computed:
 
 - RoPE is real cos/sin arithmetic on adjacent channel pairs (stock goes through complex
   numbers); the tables are cached per grid side, device and dtype.
-- Self-attention: one merged q/k projection (q and k share their input), RoPE, ATen SDPA.
+- Self-attention: one merged q/k projection (q and k share their input), then RoPE
+  attention.
 - Cross-attention uses the exact PV shortcut
   `out_proj(softmax(S) @ (m Wv^T + bv)) = (softmax(S) @ m) @ (Wo Wv)^T + (Wo bv + bo)`:
   attention runs on the raw 64-d memory instead of 256-d values (the PV product and the
@@ -14,10 +15,12 @@ so checkpoints load into either. What changes is how the 4 layers are computed:
   projection. The merged weights are computed once (in float64, then cast) and recomputed
   only when a weight changes (tracked by tensor version and storage, so `load_state_dict`,
   in-place updates and `.to()` are all seen).
-- On the CPU in float32 the cross-attention core is the fused `sam2rl_fast::rope_attention`
+- On the CPU in float32 both attention cores are the fused `sam2rl_fast::rope_attention`
   op (RoPE on the fly, online softmax, never a score matrix or a rotated copy of the
-  keys). Everywhere else (CUDA, other dtypes, autocast) it is an exact torch composite:
-  the same real RoPE, `scaled_dot_product_attention` with the 64-d V, the merged
+  keys; AVX-512 micro-kernels where the CPU has them): cross-attention with the 64-d
+  memory as values, self-attention as one "memory frame" with 256-d values. Everywhere
+  else (CUDA, other dtypes, autocast) it is an exact torch composite: the same real RoPE
+  and `scaled_dot_product_attention` (with the 64-d V for cross-attention), the merged
   projection. The CUDA `rope_attention` kernel (one warp per query, no tensor cores) is
   ~50x slower than stock SDPA, so CUDA does not use it; a tensor-core split-KV kernel is
   pending.
@@ -38,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2rl_fast.ops.memory_attention_reference import apply_rope, rope_tables
+from sam2rl_fast.ops.rope_attention import rope_attention
 
 
 def _stock_classes():
@@ -221,8 +225,11 @@ class FastMemoryAttention(nn.Module):
             h = layer.norm1(x)
             qk = F.linear(h + qpos if layer.pos_enc_at_attn else h, w_qk, b_qk)  # [B, Nq, 2d]
             q, k = qk.chunk(2, dim=-1)
-            o = F.scaled_dot_product_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin),
-                                               sa.v_proj(h))  # [B, Nq, d]
+            if fused:  # the same kernel: one "memory frame" (the grid itself), 256-d values
+                o, _ = rope_attention(q, k, sa.v_proj(h), side, 0)  # [B, Nq, d]
+            else:
+                o = F.scaled_dot_product_attention(apply_rope(q, cos, sin),
+                                                   apply_rope(k, cos, sin), sa.v_proj(h))
             x = x + sa.out_proj(o)
             # Cross-attention on the raw memory (PV shortcut), merged out projection.
             ca = layer.cross_attn_image
@@ -235,8 +242,6 @@ class FastMemoryAttention(nn.Module):
             else:
                 k = ca.k_proj(mem)
             if fused:
-                from sam2rl_fast.ops.rope_attention import rope_attention
-
                 o, _ = rope_attention(q, k, mem, side, n_ptr)  # [B, Nq, C]
             else:
                 o = _composite_cross_attention(q, k, mem, cos, sin, n_ptr)

@@ -18,11 +18,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "common/format.h"
 #include "memory_attention/attention_math.h"
+#include "memory_attention/cpu_avx512.h"
 #include "memory_attention/cpu_kernels.h"
 #include "memory_attention/rope_attention.h"
 
@@ -83,6 +85,179 @@ void check_rope_attention_args(const at::Tensor& q, const at::Tensor& k, const a
 
 namespace {
 
+// Everything a thread needs to run its range of (batch, query tile) jobs.
+struct Problem {
+  const float* q;   // [B, Nq, D]
+  const float* k;   // [B, M, D]
+  const float* v;   // [B, M, Dv]
+  const float* c2;  // [Nq, D] pair-expanded cos
+  const float* s2;  // [Nq, D] pair-expanded (-sin, sin)
+  float* out;       // [B, Nq, Dv]
+  float* lse;       // [B, Nq]
+  int64_t Nq, D, M, Dv, n_rope, n_qt;
+  float scale;
+};
+
+// Rotated key block [nk, D] of batch entry b starting at key k0 into kr.
+void rotate_keys(const Problem& p, int64_t b, int64_t k0, int64_t nk, float* kr) {
+  for (int64_t j = 0; j < nk; ++j) {
+    const int64_t key = k0 + j;
+    const float* src = p.k + (b * p.M + key) * p.D;
+    if (key < p.n_rope) {
+      const int64_t t = key % p.Nq;  // the query table tiled over memory frames
+      cpu::rotate_row(src, p.c2 + t * p.D, p.s2 + t * p.D, 1.0f, kr + j * p.D, p.D);
+    } else {  // object pointer tokens carry no RoPE
+      std::copy(src, src + p.D, kr + j * p.D);
+    }
+  }
+}
+
+// Portable path: per (query tile, key block) two small GEMMs through ATen's BLAS.
+void run_jobs_blas(const Problem& p, int64_t job0, int64_t job1) {
+  const int64_t n_jobs = job1 - job0, D = p.D, Dv = p.Dv, n_qt = p.n_qt;
+  // Per job: rotated, pre-scaled queries [kQ, D], accumulator [kQ, Dv], softmax state.
+  std::vector<float> qr(n_jobs * kQ * D), acc(n_jobs * kQ * Dv, 0.0f);
+  std::vector<SoftmaxState> st(n_jobs * kQ, softmax_init());
+  std::vector<float> kr(kK * D), s(kQ * kK);  // rotated key block, score block
+  for (int64_t job = job0; job < job1; ++job) {
+    const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, p.Nq - q0);
+    for (int64_t i = 0; i < nq; ++i)
+      cpu::rotate_row(p.q + (b * p.Nq + q0 + i) * D, p.c2 + (q0 + i) * D, p.s2 + (q0 + i) * D,
+                      p.scale, &qr[((job - job0) * kQ + i) * D], D);
+  }
+  for (int64_t jb = job0; jb < job1;) {  // jobs of one batch entry b at a time
+    const int64_t b = jb / n_qt, je = std::min(job1, (b + 1) * n_qt);
+    for (int64_t k0 = 0; k0 < p.M; k0 += kK) {
+      const int64_t nk = std::min(kK, p.M - k0);
+      rotate_keys(p, b, k0, nk, kr.data());
+      const auto kr_t = wrap(kr.data(), nk, D);                 // [nk, D]
+      const auto v_t = wrap(p.v + (b * p.M + k0) * Dv, nk, Dv);  // [nk, Dv]
+      auto s_t = wrap(s.data(), kQ, nk);                         // [kQ, nk]
+      for (int64_t job = jb; job < je; ++job) {
+        const int64_t idx = job - job0, nq = std::min(kQ, p.Nq - (job % n_qt) * kQ);
+        auto s_q = nq == kQ ? s_t : s_t.narrow(0, 0, nq);  // [nq, nk]
+        at::mm_out(s_q, wrap(&qr[idx * kQ * D], nq, D), kr_t.t());
+        for (int64_t i = 0; i < nq; ++i) {
+          float* row = &s[i * nk];
+          SoftmaxState& si = st[idx * kQ + i];
+          const float factor = softmax_rescale(&si, cpu::row_max(row, nk));
+          float* a = &acc[(idx * kQ + i) * Dv];
+          for (int64_t c = 0; c < Dv; ++c) a[c] *= factor;
+          si.l += cpu::exp_sub_sum(row, nk, si.m);  // row <- exp(row - m)
+        }
+        wrap(&acc[idx * kQ * Dv], nq, Dv).addmm_(s_q, v_t);  // acc += P V
+      }
+    }
+    jb = je;
+  }
+  for (int64_t job = job0; job < job1; ++job) {
+    const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, p.Nq - q0);
+    for (int64_t i = 0; i < nq; ++i) {
+      const SoftmaxState& si = st[(job - job0) * kQ + i];
+      const float inv = 1.0f / si.l;
+      const float* a = &acc[((job - job0) * kQ + i) * Dv];
+      for (int64_t c = 0; c < Dv; ++c) p.out[(b * p.Nq + q0 + i) * Dv + c] = a[c] * inv;
+      p.lse[b * p.Nq + q0 + i] = softmax_lse(si);
+    }
+  }
+}
+
+#ifdef S2F_HAVE_AVX512_KERNELS
+// Online-softmax step on a transposed score block S^T [nk, kQ] (queries in the lanes):
+// S^T <- exp(S^T - m_new) in place, state and accumulator accT [Dv, kQ] rescaled.
+S2F_AVX512 void softmax_block_T(float* st, int64_t nk, SoftmaxState* state, float* accT,
+                                int64_t Dv) {
+  alignas(64) float bmax[kQ], m_new[kQ], factor[kQ], sum[kQ];
+  for (int64_t q = 0; q < kQ; ++q) bmax[q] = -INFINITY;
+  for (int64_t j = 0; j < nk; ++j) {
+    const float* row = st + j * kQ;
+#pragma omp simd
+    for (int64_t q = 0; q < kQ; ++q) bmax[q] = row[q] > bmax[q] ? row[q] : bmax[q];
+  }
+  for (int64_t q = 0; q < kQ; ++q) {
+    factor[q] = softmax_rescale(&state[q], bmax[q]);
+    m_new[q] = state[q].m;
+    sum[q] = 0.0f;
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    float* row = st + j * kQ;
+#pragma omp simd
+    for (int64_t q = 0; q < kQ; ++q) {
+      const float e = cpu::exp_nonpos(row[q] - m_new[q]);
+      row[q] = e;
+      sum[q] += e;
+    }
+  }
+  for (int64_t q = 0; q < kQ; ++q) state[q].l += sum[q];
+  for (int64_t c = 0; c < Dv; ++c) {
+    float* a = accT + c * kQ;
+#pragma omp simd
+    for (int64_t q = 0; q < kQ; ++q) a[q] *= factor[q];
+  }
+}
+
+// AVX-512 path (cpu_avx512.h): transposed blocks, queries packed once per tile, keys
+// rotated once per block and used in place. Needs Dv % 8 == 0.
+void run_jobs_avx512(const Problem& p, int64_t job0, int64_t job1) {
+  namespace k5 = cpu::avx512;
+  static_assert(kQ % k5::kStrip == 0 && kK % k5::kRows == 0, "tiles must hold whole micro tiles");
+  const int64_t n_jobs = job1 - job0, D = p.D, Dv = p.Dv, n_qt = p.n_qt;
+  // Per job: rotated, pre-scaled queries packed [kQ / 32][D][32] (zero past the last
+  // query), transposed accumulator [Dv, kQ], softmax state per query.
+  std::vector<float> qrT(n_jobs * kQ * D, 0.0f), accT(n_jobs * Dv * kQ, 0.0f), row(D);
+  std::vector<SoftmaxState> st(n_jobs * kQ, softmax_init());
+  std::vector<float> kr(kK * D), sT(kK * kQ);  // rotated key block, S^T / P^T block
+  for (int64_t job = job0; job < job1; ++job) {
+    const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, p.Nq - q0);
+    float* dst = &qrT[(job - job0) * kQ * D];
+    for (int64_t i = 0; i < nq; ++i) {
+      cpu::rotate_row(p.q + (b * p.Nq + q0 + i) * D, p.c2 + (q0 + i) * D, p.s2 + (q0 + i) * D,
+                      p.scale, row.data(), D);
+      float* panel = dst + (i / k5::kStrip) * D * k5::kStrip + i % k5::kStrip;
+      for (int64_t d = 0; d < D; ++d) panel[d * k5::kStrip] = row[d];
+    }
+  }
+  for (int64_t jb = job0; jb < job1;) {  // jobs of one batch entry b at a time
+    const int64_t b = jb / n_qt, je = std::min(job1, (b + 1) * n_qt);
+    for (int64_t k0 = 0; k0 < p.M; k0 += kK) {
+      const int64_t nk = std::min(kK, p.M - k0);
+      const int64_t nk8 = (nk + k5::kRows - 1) / k5::kRows * k5::kRows;
+      rotate_keys(p, b, k0, nk, kr.data());
+      std::fill(kr.begin() + nk * D, kr.begin() + nk8 * D, 0.0f);  // rows past the last key
+      const float* vb = p.v + (b * p.M + k0) * Dv;
+      for (int64_t job = jb; job < je; ++job) {
+        const int64_t idx = job - job0;
+        k5::scores_T(kr.data(), nk8, D, &qrT[idx * kQ * D], kQ, sT.data(), kQ);
+        softmax_block_T(sT.data(), nk, &st[idx * kQ], &accT[idx * Dv * kQ], Dv);
+        k5::pv_T(vb, nk, Dv, sT.data(), kQ, kQ, &accT[idx * Dv * kQ], kQ);
+      }
+    }
+    jb = je;
+  }
+  for (int64_t job = job0; job < job1; ++job) {
+    const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, p.Nq - q0);
+    const float* a = &accT[(job - job0) * Dv * kQ];
+    for (int64_t i = 0; i < nq; ++i) {
+      const SoftmaxState& si = st[(job - job0) * kQ + i];
+      const float inv = 1.0f / si.l;
+      for (int64_t c = 0; c < Dv; ++c) p.out[(b * p.Nq + q0 + i) * Dv + c] = a[c * kQ + i] * inv;
+      p.lse[b * p.Nq + q0 + i] = softmax_lse(si);
+    }
+  }
+}
+#endif
+
+// SAM2RL_FAST_CPU_ATTENTION=blas forces the portable path (for tests and comparisons).
+bool use_avx512(int64_t Dv) {
+#ifdef S2F_HAVE_AVX512_KERNELS
+  const char* env = std::getenv("SAM2RL_FAST_CPU_ATTENTION");
+  return cpu::cpu_isa() == cpu::Isa::kAvx512 && Dv % cpu::avx512::kRows == 0 &&
+         !(env && std::string(env) == "blas");
+#else
+  return false;
+#endif
+}
+
 std::tuple<at::Tensor, at::Tensor> rope_attention_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
                                                       const at::Tensor& v_in, int64_t side,
                                                       int64_t num_k_exclude_rope, double scale,
@@ -91,74 +266,20 @@ std::tuple<at::Tensor, at::Tensor> rope_attention_cpu(const at::Tensor& q_in, co
   TORCH_CHECK(q_in.scalar_type() == at::kFloat, "sam2rl_fast: the CPU rope_attention is float32");
   const auto q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const int64_t B = q.size(0), Nq = q.size(1), D = q.size(2), M = k.size(1), Dv = v.size(2);
-  const int64_t n_rope = M - num_k_exclude_rope;
   std::vector<float> c2, s2;
   rope_table(side, D, static_cast<float>(theta), c2, s2);
   auto out = at::empty({B, Nq, Dv}, q.options());
   auto lse = at::empty({B, Nq}, q.options());
-  const float* qp = q.const_data_ptr<float>();
-  const float* kp = k.const_data_ptr<float>();
-  const float* vp = v.const_data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  float* lp = lse.data_ptr<float>();
-  const int64_t n_qt = (Nq + kQ - 1) / kQ;
-  const float fscale = static_cast<float>(scale);
-  at::parallel_for(0, B * n_qt, 1, [&](int64_t job0, int64_t job1) {
-    const int64_t n_jobs = job1 - job0;
-    // Per job: rotated, pre-scaled queries [kQ, D], accumulator [kQ, Dv], softmax state.
-    std::vector<float> qr(n_jobs * kQ * D), acc(n_jobs * kQ * Dv, 0.0f);
-    std::vector<SoftmaxState> st(n_jobs * kQ, softmax_init());
-    std::vector<float> kr(kK * D), s(kQ * kK);  // rotated key block, score block
-    for (int64_t job = job0; job < job1; ++job) {
-      const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, Nq - q0);
-      for (int64_t i = 0; i < nq; ++i)
-        cpu::rotate_row(qp + (b * Nq + q0 + i) * D, &c2[(q0 + i) * D], &s2[(q0 + i) * D], fscale,
-                        &qr[((job - job0) * kQ + i) * D], D);
-    }
-    for (int64_t jb = job0; jb < job1;) {  // jobs of one batch entry b at a time
-      const int64_t b = jb / n_qt, je = std::min(job1, (b + 1) * n_qt);
-      for (int64_t k0 = 0; k0 < M; k0 += kK) {
-        const int64_t nk = std::min(kK, M - k0);
-        for (int64_t j = 0; j < nk; ++j) {
-          const int64_t key = k0 + j;
-          const float* src = kp + (b * M + key) * D;
-          if (key < n_rope) {
-            const int64_t t = key % Nq;  // the query table tiled over memory frames
-            cpu::rotate_row(src, &c2[t * D], &s2[t * D], 1.0f, &kr[j * D], D);
-          } else {  // object pointer tokens carry no RoPE
-            std::copy(src, src + D, &kr[j * D]);
-          }
-        }
-        const auto kr_t = wrap(kr.data(), nk, D);             // [nk, D]
-        const auto v_t = wrap(vp + (b * M + k0) * Dv, nk, Dv);  // [nk, Dv]
-        auto s_t = wrap(s.data(), kQ, nk);                       // [kQ, nk]
-        for (int64_t job = jb; job < je; ++job) {
-          const int64_t idx = job - job0, nq = std::min(kQ, Nq - (job % n_qt) * kQ);
-          auto s_q = nq == kQ ? s_t : s_t.narrow(0, 0, nq);                // [nq, nk]
-          at::mm_out(s_q, wrap(&qr[idx * kQ * D], nq, D), kr_t.t());
-          for (int64_t i = 0; i < nq; ++i) {
-            float* row = &s[i * nk];
-            SoftmaxState& si = st[idx * kQ + i];
-            const float factor = softmax_rescale(&si, cpu::row_max(row, nk));
-            float* a = &acc[(idx * kQ + i) * Dv];
-            for (int64_t c = 0; c < Dv; ++c) a[c] *= factor;
-            si.l += cpu::exp_sub_sum(row, nk, si.m);  // row <- exp(row - m)
-          }
-          wrap(&acc[idx * kQ * Dv], nq, Dv).addmm_(s_q, v_t);  // acc += P V
-        }
-      }
-      jb = je;
-    }
-    for (int64_t job = job0; job < job1; ++job) {
-      const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, Nq - q0);
-      for (int64_t i = 0; i < nq; ++i) {
-        const SoftmaxState& si = st[(job - job0) * kQ + i];
-        const float inv = 1.0f / si.l;
-        const float* a = &acc[((job - job0) * kQ + i) * Dv];
-        for (int64_t c = 0; c < Dv; ++c) op[(b * Nq + q0 + i) * Dv + c] = a[c] * inv;
-        lp[b * Nq + q0 + i] = softmax_lse(si);
-      }
-    }
+  const Problem p{q.const_data_ptr<float>(), k.const_data_ptr<float>(), v.const_data_ptr<float>(),
+                  c2.data(), s2.data(), out.data_ptr<float>(), lse.data_ptr<float>(),
+                  Nq, D, M, Dv, M - num_k_exclude_rope, (Nq + kQ - 1) / kQ,
+                  static_cast<float>(scale)};
+  const bool avx512 = use_avx512(Dv);
+  at::parallel_for(0, B * p.n_qt, 1, [&](int64_t job0, int64_t job1) {
+#ifdef S2F_HAVE_AVX512_KERNELS
+    if (avx512) return run_jobs_avx512(p, job0, job1);
+#endif
+    run_jobs_blas(p, job0, job1);
   });
   return {out, lse};
 }

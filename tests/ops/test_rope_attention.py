@@ -62,6 +62,20 @@ def test_fast_cpu_kernel_opcheck_and_uninitialised_memory(threads):
                           (q, k, v, 12, 8, 256 ** -0.5, 10000.0))
 
 
+@pytest.mark.parametrize("Dv", [64, 256, 20])  # 20: not a multiple of 8, portable path only
+def test_portable_and_avx512_paths_agree(monkeypatch, Dv):
+    # The CPU kernel picks AVX-512 micro-kernels at run time when the CPU has them and a
+    # portable BLAS path otherwise; SAM2RL_FAST_CPU_ATTENTION=blas forces the latter, so
+    # both are tested on an AVX-512 machine (elsewhere both runs take the portable path).
+    q, k, v = inputs(2, 12, 3, 8, Dv=Dv)
+    ref, ref_lse = rope_attention_ref(q.double(), k.double(), v.double(), 12, 8)
+    out, lse = rope_attention(q, k, v, 12, 8)
+    monkeypatch.setenv("SAM2RL_FAST_CPU_ATTENTION", "blas")
+    out_b, lse_b = rope_attention(q, k, v, 12, 8)
+    for o, l in ((out, lse), (out_b, lse_b)):
+        assert rel_err(o, ref) <= 1e-4 and rel_err(l, ref_lse) <= 1e-4
+
+
 @pytest.mark.parametrize("args,match", [
     (dict(side=5), "square grid"),
     (dict(n_ptr=3, drop_keys=1), "whole number of memory frames"),

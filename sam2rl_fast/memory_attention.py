@@ -34,6 +34,7 @@ exactly as before, just not faster. Run under `torch.no_grad()` / `torch.inferen
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -105,24 +106,35 @@ class FastMemoryAttention(nn.Module):
 
     # ---- precomputed tables -------------------------------------------------------------
 
-    def _merged_weights(self, i: int):
-        """Per layer: self-attn q/k weights stacked [2d, d] + bias, and the cross-attn
-        merged out projection Wo Wv [d, C] + (Wo bv + bo) [d]."""
+    def _layer_weights(self, i: int, packed: bool) -> dict[str, "_Linear"]:
+        """Per layer, every projection the fast path runs, keyed by name: self-attention
+        q/k stacked ([2d, d], q and k share their input), v, out; cross-attention q, k and
+        the merged out projection Wo Wv [d, C] with bias Wo bv + bo (float64 products);
+        the MLP. With `packed`, also oneDNN's prepacked weights (CPU float32)."""
         layer = self.layers[i]
         sa, ca = layer.self_attn, layer.cross_attn_image
-        srcs = (sa.q_proj.weight, sa.q_proj.bias, sa.k_proj.weight, sa.k_proj.bias,
-                ca.v_proj.weight, ca.v_proj.bias, ca.out_proj.weight, ca.out_proj.bias)
-        key = _weight_key(*srcs)
+        lins = (sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj, ca.q_proj, ca.k_proj, ca.v_proj,
+                ca.out_proj, layer.linear1, layer.linear2)
+        key = (packed,) + _weight_key(*[t for m in lins for t in (m.weight, m.bias)])
         hit = self._merged.get(i)
         if hit is not None and hit[0] == key:
             return hit[1]
         with torch.no_grad():
-            w_qk = torch.cat([sa.q_proj.weight, sa.k_proj.weight], 0)  # [2d, d]
-            b_qk = torch.cat([sa.q_proj.bias, sa.k_proj.bias], 0)  # [2d]
             wo, wv = ca.out_proj.weight.double(), ca.v_proj.weight.double()
-            w_ov = (wo @ wv).to(ca.out_proj.weight.dtype)  # [d, C]
-            b_ov = (wo @ ca.v_proj.bias.double() + ca.out_proj.bias.double()).to(w_ov.dtype)
-        val = (w_qk, b_qk, w_ov, b_ov)
+            dt = ca.out_proj.weight.dtype
+            val = {
+                "sa_qk": (torch.cat([sa.q_proj.weight, sa.k_proj.weight], 0),
+                          torch.cat([sa.q_proj.bias, sa.k_proj.bias], 0)),
+                "sa_v": (sa.v_proj.weight, sa.v_proj.bias),
+                "sa_out": (sa.out_proj.weight, sa.out_proj.bias),
+                "ca_q": (ca.q_proj.weight, ca.q_proj.bias),
+                "ca_k": (ca.k_proj.weight, ca.k_proj.bias),
+                "ca_out": ((wo @ wv).to(dt),
+                           (wo @ ca.v_proj.bias.double() + ca.out_proj.bias.double()).to(dt)),
+                "mlp1": (layer.linear1.weight, layer.linear1.bias),
+                "mlp2": (layer.linear2.weight, layer.linear2.bias),
+            }
+            val = {k: _Linear(w, b, packed) for k, (w, b) in val.items()}
         self._merged[i] = (key, val)
         return val
 
@@ -218,36 +230,75 @@ class FastMemoryAttention(nn.Module):
         mem = memory.transpose(0, 1).contiguous()  # [B, M, C]
         mem_k = None  # memory + memory_pos, built once for every layer that uses it
         cos, sin = self._rope_tables(side, x.device, torch.float32 if fused else x.dtype)
+        packed = fused and _onednn_linear_available()
         for i, layer in enumerate(self.layers):
-            w_qk, b_qk, w_ov, b_ov = self._merged_weights(i)
+            w = self._layer_weights(i, packed)
             # Self-attention: q and k share their input, so one projection; v has no pos.
-            sa = layer.self_attn
             h = layer.norm1(x)
-            qk = F.linear(h + qpos if layer.pos_enc_at_attn else h, w_qk, b_qk)  # [B, Nq, 2d]
-            q, k = qk.chunk(2, dim=-1)
+            q, k = w["sa_qk"](h + qpos if layer.pos_enc_at_attn else h).chunk(2, dim=-1)
+            v = w["sa_v"](h)  # [B, Nq, d]
             if fused:  # the same kernel: one "memory frame" (the grid itself), 256-d values
-                o, _ = rope_attention(q, k, sa.v_proj(h), side, 0)  # [B, Nq, d]
+                o, _ = rope_attention(q, k, v, side, 0)
             else:
                 o = F.scaled_dot_product_attention(apply_rope(q, cos, sin),
-                                                   apply_rope(k, cos, sin), sa.v_proj(h))
-            x = x + sa.out_proj(o)
+                                                   apply_rope(k, cos, sin), v)
+            x = x + w["sa_out"](o)
             # Cross-attention on the raw memory (PV shortcut), merged out projection.
-            ca = layer.cross_attn_image
             h = layer.norm2(x)
-            q = ca.q_proj(h + qpos if layer.pos_enc_at_cross_attn_queries else h)  # [B, Nq, d]
+            q = w["ca_q"](h + qpos if layer.pos_enc_at_cross_attn_queries else h)  # [B, Nq, d]
             if layer.pos_enc_at_cross_attn_keys:
                 if mem_k is None:
                     mem_k = mem + memory_pos.transpose(0, 1)
-                k = ca.k_proj(mem_k)  # [B, M, d]
+                k = w["ca_k"](mem_k)  # [B, M, d]
             else:
-                k = ca.k_proj(mem)
+                k = w["ca_k"](mem)
             if fused:
                 o, _ = rope_attention(q, k, mem, side, n_ptr)  # [B, Nq, C]
             else:
                 o = _composite_cross_attention(q, k, mem, cos, sin, n_ptr)
-            x = x + F.linear(o, w_ov, b_ov)
-            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+            x = x + w["ca_out"](o)
+            h = layer.norm3(x)
+            if layer.activation is F.relu:
+                h = w["mlp1"](h, relu=True)
+            else:
+                h = layer.activation(w["mlp1"](h))
+            x = x + w["mlp2"](h)
         return self.norm(x).transpose(0, 1)  # [Nq, B, d]
+
+
+class _Linear:
+    """y = x W^T + b, through oneDNN with a prepacked weight when `packed` (CPU float32:
+    ATen's fp32 linear goes to MKL, whose AVX2 code is what it runs on AMD CPUs; oneDNN
+    uses AVX-512 where present, ~2.3x faster on the dev machine, same fp32 arithmetic)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, packed: bool):
+        self.weight, self.bias = weight, bias  # [out, in], [out]
+        self.packed = (torch.ops.mkldnn._reorder_linear_weight(weight, None)
+                       if packed and weight.device.type == "cpu" and weight.dtype == torch.float32
+                       else None)
+
+    def __call__(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        if self.packed is not None and x.device.type == "cpu" and x.dtype == torch.float32:
+            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), self.packed,
+                                                   self.bias, "relu" if relu else "none", [], "")
+            return y.view(*x.shape[:-1], y.shape[-1])
+        y = F.linear(x, self.weight, self.bias)
+        return F.relu(y) if relu else y
+
+
+@functools.cache
+def _onednn_linear_available() -> bool:
+    """Whether this torch has oneDNN's prepacked linear ops (private ATen ops that
+    torch.compile's CPU backend uses) and they agree with F.linear; else F.linear is used."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        g = torch.Generator().manual_seed(0)
+        x, w, b = (torch.randn(s, generator=g) for s in ((5, 16), (8, 16), (8,)))
+        y = _Linear(w, b, True)(x, relu=True)
+        return bool(torch.allclose(y, F.relu(F.linear(x, w, b)), rtol=1e-5, atol=1e-5))
+    except Exception:  # an older / newer torch without these ops
+        return False
 
 
 def _composite_cross_attention(

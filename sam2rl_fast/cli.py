@@ -1,4 +1,4 @@
-"""`sam2rl-fast` command line: info, track."""
+"""`sam2rl-fast` command line: info, track, eval, demo."""
 
 from __future__ import annotations
 
@@ -117,6 +117,51 @@ def _track(args) -> int:
     return 0
 
 
+def _model_for(args):
+    from sam2rl_fast.model_loading import build_model
+
+    return build_model(args.model, config=args.config, device=args.device, image_size=args.image_size)
+
+
+def _eval(args) -> int:
+    from sam2rl_fast.data.synthetic import SUITES
+    from sam2rl_fast.evaluation import evaluate_agents, format_table, summarize, write_reports
+
+    suites = args.suite or list(SUITES)
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        raise SystemExit(f"error: unknown suite(s) {unknown}; choose from {sorted(SUITES)}")
+    model = _model_for(args)
+    out = prepare_out_dir(args.out, args.overwrite)
+    scores = evaluate_agents(suites, args.agent or ["sam2", "samurai", "dam4sam"], model,
+                             split=args.split, num_videos=args.videos, num_frames=args.frames,
+                             size=args.size, progress=not args.quiet)
+    print(format_table(summarize(scores)))
+    write_reports(scores, out)
+    print(f"-> {out}/ (summary.csv, summary.json, videos.csv, plots/)")
+    return 0
+
+
+def _demo(args) -> int:
+    import time
+
+    from sam2rl_fast.demo import run_demo
+
+    model = _model_for(args)  # a missing model fails before anything is written
+    out = args.out or f"sam2rl-fast-demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = prepare_out_dir(out, args.overwrite)
+    run_demo(model, out, seed_index=args.seed, num_frames=args.frames,
+             agents=args.agent or None, progress=not args.quiet)
+    return 0
+
+
+def _add_model_args(p):
+    p.add_argument("--model", default=None, help="SAM 2 checkpoint or config name (default: bundled demo model)")
+    p.add_argument("--config", default=None, help="config of the checkpoint (default: inferred)")
+    p.add_argument("--image-size", type=int, default=None, help="model input size override")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sam2rl-fast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,15 +176,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", action="append", help="'x,y,label;x,y,label' (label 1 object, 0 background)")
     p.add_argument("--frame", type=int, default=0, help="frame the prompts are on (default 0)")
     p.add_argument("--agent", default="sam2", help="sam2 | samurai | dam4sam | agent file")
-    p.add_argument("--model", default=None, help="SAM 2 checkpoint or config name (default: bundled demo model)")
-    p.add_argument("--config", default=None, help="config of the checkpoint (default: inferred)")
-    p.add_argument("--image-size", type=int, default=None, help="model input size override")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    _add_model_args(p)
     p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of overlay.mp4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_track)
+
+    p = sub.add_parser("eval", help="compare agents on the synthetic suites (J, F, J&F, FPS)")
+    p.add_argument("--suite", action="append", help="suite (repeatable; default: all)")
+    p.add_argument("--agent", action="append", help="agent (repeatable; default: sam2, samurai, dam4sam)")
+    p.add_argument("--split", default="heldout", choices=["heldout", "train"])
+    p.add_argument("--videos", type=int, default=4, help="videos per suite")
+    p.add_argument("--frames", type=int, default=32, help="frames per video")
+    p.add_argument("--size", type=int, default=128, help="video side in pixels")
+    _add_model_args(p)
+    p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("demo", help="track a held-out synthetic video with every agent; overlay video + GIF")
+    p.add_argument("--agent", action="append", help="agent (repeatable; default: every built-in)")
+    p.add_argument("--seed", type=int, default=0, help="which held-out 'mixed' video (index)")
+    p.add_argument("--frames", type=int, default=40)
+    _add_model_args(p)
+    p.add_argument("--out", default=None, help="output folder (default: a new sam2rl-fast-demo-<time>)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)
     try:

@@ -55,11 +55,18 @@ def _stock_classes():
 def _weight_key(*tensors: torch.Tensor) -> tuple:
     # Identifies the current values of tensors: in-place writes bump `_version`, `.to()` and
     # `param.data = ...` change the storage.
-    return tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
+    return tuple((t.data_ptr(), _version(t), t.device, t.dtype) for t in tensors)
+
+
+def _version(t: torch.Tensor) -> int | None:
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors keep no version counter (and cannot change)
+        return None
 
 
 class FastMemoryAttention(nn.Module):
-    """sam2 `MemoryAttention` with the PV shortcut and a fused CPU cross-attention kernel.
+    """sam2 `MemoryAttention` with the PV shortcut and fused CPU attention kernels.
 
     Build it with `FastMemoryAttention.from_sam2(model.memory_attention)`; it shares the
     stock module's layers and final norm (see the module docstring for what is computed
@@ -81,6 +88,11 @@ class FastMemoryAttention(nn.Module):
                 if not isinstance(attn, RoPEAttention) or attn.num_heads != 1:
                     raise ValueError(f"layer {i}.{name}: FastMemoryAttention needs a one-head "
                                      f"RoPEAttention (every released sam2 config)")
+            thetas = {getattr(a, "compute_cis").keywords.get("theta", 10000.0)
+                      for a in (layer.self_attn, layer.cross_attn_image)}
+            if thetas != {10000.0}:
+                raise ValueError(f"layer {i}: RoPE theta {sorted(thetas)}; FastMemoryAttention "
+                                 f"implements sam2's 10000 (every released config)")
             if layer.cross_attn_image.internal_dim != stock.d_model:
                 raise ValueError(f"layer {i}: cross-attention internal dim "
                                  f"{layer.cross_attn_image.internal_dim} != d_model {stock.d_model}")
@@ -165,6 +177,9 @@ class FastMemoryAttention(nn.Module):
         if memory.shape[1:] != (B, self.mem_dim):
             raise ValueError(f"FastMemoryAttention: memory must be [M, {B}, {self.mem_dim}] "
                              f"(batch of curr, memory dim of the model), got {tuple(memory.shape)}")
+        if M == 0:
+            raise ValueError("FastMemoryAttention: memory is empty (sam2 adds no_mem_embed "
+                             "instead of running memory attention without memories)")
         if memory_pos.shape != memory.shape:
             raise ValueError(f"FastMemoryAttention: memory_pos {tuple(memory_pos.shape)} must "
                              f"match memory {tuple(memory.shape)}")

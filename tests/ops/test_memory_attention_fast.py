@@ -162,6 +162,8 @@ def bad(kind):
         memory, memory_pos = memory[:, :1], memory_pos[:, :1]
     elif kind == "pos":
         curr_pos = curr_pos[:, :1]
+    elif kind == "empty":
+        memory, memory_pos, n_ptr = memory[:0], memory_pos[:0], 0
     elif kind == "dtype":
         memory = memory.double()
     elif kind == "device":
@@ -177,6 +179,7 @@ def bad(kind):
     ("mem_dim", ValueError, "memory must be"),
     ("batch", ValueError, "memory must be"),
     ("pos", ValueError, "curr_pos"),
+    ("empty", ValueError, "memory is empty"),
     ("dtype", TypeError, "share a dtype"),
     ("device", ValueError, "one device"),
 ])

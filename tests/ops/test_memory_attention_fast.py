@@ -217,3 +217,18 @@ def test_cuda_autocast_bf16(stock):
             stock_bf16 = module(*inputs, num_obj_ptr_tokens=64)
     # flash-attention's rule: at most 2x PyTorch's own low-precision error.
     assert rel_err(out.float(), ref) <= 2 * max(rel_err(stock_bf16.float(), ref), 1e-3)
+
+
+@pytest.mark.slow
+def test_cpu_autocast_bf16_uses_composite_path(stock):
+    # Under autocast the fused fp32 op is skipped for the composite path (the CUDA one).
+    module = stock["sam2.1", 256]
+    inputs = memory_attention_inputs(16, 2, 3, 8)
+    fast = FastMemoryAttention.from_sam2(module)
+    with torch.no_grad():
+        ref = copy.deepcopy(module).double()(*[t.double() for t in inputs], num_obj_ptr_tokens=8)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fast(*inputs, num_obj_ptr_tokens=8)
+            stock_bf16 = module(*inputs, num_obj_ptr_tokens=8)
+    err, stock_err = rel_err(out.float(), ref), rel_err(stock_bf16.float(), ref)
+    assert 1e-6 < err <= 2 * max(stock_err, 1e-3), (err, stock_err)  # > 1e-6: really bf16

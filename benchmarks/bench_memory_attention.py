@@ -43,21 +43,34 @@ def stock_flops(Nq: int, M: int, B: int, layers: int = 4, d: int = 256, C: int =
     return 2 * B * layers * (self_attn + cross_attn + mlp)
 
 
-def time_fn(fn, device: str, reps: int, warmup: int) -> float:
-    """Median seconds per call; on CUDA from events around each call (device time)."""
-    if device != "cuda":
-        return median_time(fn, device, reps, warmup)
+def time_interleaved(fns: dict, device: str, reps: int, warmup: int) -> dict:
+    """Median seconds per call of each fn, the fns taking turns within every repetition
+    (so that load from other processes on a shared machine hits all of them alike). On
+    CUDA each call is timed with events around it (device time)."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            if device == "cuda":
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times[name].append(start.elapsed_time(end) / 1e3)
+            else:
+                times[name].append(median_time(fn, device, 1, warmup=0))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def load_average() -> str:
+    try:
+        return open("/proc/loadavg").read().split()[0]
+    except OSError:
+        return "?"
 
 
 def device_name(device: str) -> str:
@@ -90,7 +103,8 @@ def main():
     tol = 1e-4 if dt == torch.float32 else 3e-2
     print(f"# device {dev} ({device_name(dev)}), dtype {args.dtype}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, {args.ptrs} object pointers, median of "
-          f"{args.reps}")
+          f"{args.reps} (the three take turns in every repetition); 1-min load average "
+          f"{load_average()} at start")
     print("# GFLOP = stock's FLOPs; every GF/s column (ours included) is that count / time")
     print(f"{'img':>5}{'B':>3}{'mem':>4}{'M':>7}{'GFLOP':>7}{'stock ms':>10}{'comp. ms':>10}"
           f"{'ours ms':>9}{'stock GF/s':>11}{'comp. GF/s':>11}{'ours GF/s':>10}{'vs stock':>9}"
@@ -116,20 +130,21 @@ def main():
                     if err > tol:
                         raise SystemExit(f"ours disagrees with stock at {size} px, B={B}, "
                                          f"{n_mem} frames: rel err {err:.2e} > {tol}")
-                    t_c = float("nan")
+                    fns = {"stock": run(stock), "ours": run(fast)}
                     if compiled is not None:
                         err_c = rel_err(run(compiled)().float(), ref.float())
                         if err_c > tol:
                             raise SystemExit(f"compiled stock disagrees: rel err {err_c:.2e}")
-                        t_c = time_fn(run(compiled), dev, args.reps, args.warmup)
-                    t_s = time_fn(run(stock), dev, args.reps, args.warmup)
-                    t_o = time_fn(run(fast), dev, args.reps, args.warmup)
+                        fns["compiled"] = run(compiled)
+                    t = time_interleaved(fns, dev, args.reps, args.warmup)
+                t_s, t_o, t_c = t["stock"], t["ours"], t.get("compiled")
                 gf = stock_flops(Nq, M, B) / 1e9
                 comp = ((f"{t_c * 1e3:>10.1f}", f"{gf / t_c:>11.0f}", f"{t_c / t_o:>8.2f}x")
                         if compiled is not None else (f"{'-':>10}", f"{'-':>11}", f"{'-':>9}"))
                 print(f"{size:>5}{B:>3}{n_mem:>4}{M:>7}{gf:>7.1f}{t_s * 1e3:>10.1f}{comp[0]}"
                       f"{t_o * 1e3:>9.1f}{gf / t_s:>11.0f}{comp[1]}{gf / t_o:>10.0f}"
                       f"{t_s / t_o:>8.2f}x{comp[2]}", flush=True)
+    print(f"# 1-min load average {load_average()} at the end")
 
 
 if __name__ == "__main__":

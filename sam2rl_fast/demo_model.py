@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 ASSET_DIR = Path(__file__).parent / "assets"
+# A reduced SAM 2.1 at image_size 256 (see docs/demo-model.md); train it with
+# `python train/train_demo_model.py --out sam2rl_fast/assets/demo_sam2.1_tiny256.pt`.
 CHECKPOINT = ASSET_DIR / "demo_sam2.1_tiny256.pt"
-CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+CONFIG = str(Path(__file__).parent / "configs" / "demo_sam2.1_tiny256.yaml")
 
 
 def bundled_checkpoint() -> tuple[Path, str]:
@@ -22,4 +24,4 @@ def bundled_checkpoint() -> tuple[Path, str]:
             "this install has no bundled demo model yet "
             f"({CHECKPOINT} is missing); pass model= a Meta SAM 2 checkpoint "
             "(e.g. sam2.1_hiera_tiny.pt) or a config name for random weights")
-    return CHECKPOINT, CONFIG
+    return Path(CHECKPOINT), str(CONFIG)

@@ -4,6 +4,10 @@ Meta's checkpoints (`sam2_hiera_tiny.pt` ... `sam2.1_hiera_large.pt`) are `{"mod
 state_dict}` files; the config is inferred from their keys (trunk width and depth, and the
 SAM 2.1-only parameters) unless given. Models are built with sam2's own hydra configs, so
 a checkpoint loads exactly as `sam2.build_sam.build_sam2_video_predictor` loads it.
+
+A config may also be a YAML file outside sam2's package (the project's demo model,
+`sam2rl_fast/configs/demo_sam2.1_tiny256.yaml`): it is read with OmegaConf and instantiated
+with the same video-predictor overrides as `build_sam2_video_predictor` applies.
 """
 
 from __future__ import annotations
@@ -28,15 +32,45 @@ _SIZE_ALIASES = {"t": "t", "tiny": "t", "s": "s", "small": "s", "b+": "b+", "bas
                  "base+": "b+", "l": "l", "large": "l"}
 # Trunk (embed dim, number of blocks) of each size.
 _TRUNKS = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
+# Our own configs (YAML files shipped with this package), by (family, trunk width, blocks).
+_PACKAGE_CONFIG_DIR = Path(__file__).parent / "configs"
+_OWN_TRUNKS = {("sam2.1", 24, 7): "demo_sam2.1_tiny256.yaml"}
+# What sam2.build_sam.build_sam2_video_predictor adds to a config (apply_postprocessing=True):
+# the video-predictor class first, then the caller's overrides, then post-processing.
+_VIDEO_PREDICTOR_OVERRIDES = ("++model._target_=sam2.sam2_video_predictor.SAM2VideoPredictor",)
+_POSTPROCESSING_OVERRIDES = (
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98",
+    "++model.binarize_mask_from_pts_for_mem_enc=true",
+    "++model.fill_hole_area=8",
+)
 
 
 class ModelError(ValueError):
     """A model that cannot be built: unknown config, missing or mismatched checkpoint."""
 
 
+def is_file_config(cfg: str) -> bool:
+    """Whether `cfg` is a YAML file on disk (not one of sam2's packaged hydra configs)."""
+    return str(cfg).endswith((".yaml", ".yml")) and Path(cfg).expanduser().is_file()
+
+
+def _same_config(a: str, b: str) -> bool:
+    if is_file_config(a) and is_file_config(b):
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return a == b
+
+
 def resolve_config(name: str) -> str:
-    """sam2's config path for a config path or short name ('sam2.1_hiera_t', 'sam2-large')."""
-    if name.endswith(".yaml"):
+    """sam2's config path for a config path or short name ('sam2.1_hiera_t', 'sam2-large').
+
+    A .yaml name is returned as it is: one of sam2's configs ('configs/sam2.1/...') or a
+    YAML file on disk ('path/to/my_config.yaml')."""
+    name = str(name)
+    if name.endswith((".yaml", ".yml")):
+        if is_file_config(name):
+            return str(Path(name).expanduser())
         return name
     key = name.lower().replace("hiera", "").replace("-", "_").strip("_")
     for fam in ("sam2.1", "sam2"):
@@ -68,11 +102,14 @@ def infer_config(state_dict: dict, source: str = "checkpoint") -> str:
     if w is None:
         raise ModelError(f"{source} has no Hiera image encoder: not a sam2 checkpoint")
     blocks = {int(k.split(".")[3]) for k in state_dict if k.startswith("image_encoder.trunk.blocks.")}
+    fam = "sam2.1" if "no_obj_embed_spatial" in state_dict else "sam2"
+    own = _OWN_TRUNKS.get((fam, int(w.shape[0]), len(blocks)))
+    if own is not None:
+        return str(_PACKAGE_CONFIG_DIR / own)
     size = _TRUNKS.get((int(w.shape[0]), len(blocks)))
     if size is None:
         raise ModelError(f"{source}: a Hiera trunk of width {w.shape[0]} and {len(blocks)} blocks "
                          "matches no Meta config; pass its config explicitly")
-    fam = "sam2.1" if "no_obj_embed_spatial" in state_dict else "sam2"
     return CONFIGS[(fam, size)]
 
 
@@ -87,7 +124,10 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
     """
     from sam2.modeling.sam2_base import SAM2Base
 
-    if isinstance(model, SAM2Base):
+    if isinstance(model, SAM2Base):  # used as it is: its weights, settings and device
+        if device is not None and torch.device(device).type != model.device.type:
+            raise ModelError(f"the given sam2 model is on {model.device}, not {device}: "
+                             "move it (model.to(device)) or leave device unset")
         return model.eval()
     if isinstance(model, torch.nn.Module):
         raise ModelError(f"{type(model).__name__} is not a sam2 model (SAM2Base)")
@@ -104,22 +144,62 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
         raise ModelError(f"unsupported model {type(model).__name__}: pass a checkpoint path, "
                          "a config name, a sam2 model or None")
     s = str(model)
-    if s.endswith((".pt", ".pth", ".ckpt")) or Path(s).expanduser().is_file():
+    if not s.endswith((".yaml", ".yml")) and (
+            s.endswith((".pt", ".pth", ".ckpt")) or Path(s).expanduser().is_file()):
         sd = load_state_dict(s)
-        inferred = infer_config(sd, s)
-        cfg = resolve_config(config) if config else inferred
-        if config and cfg != inferred:
+        if config:
+            cfg = resolve_config(config)
+            try:
+                inferred = infer_config(sd, s)
+            except ModelError:  # a trunk we do not know: the given config decides
+                inferred = cfg
+        else:
+            cfg = inferred = infer_config(sd, s)
+        if not _same_config(cfg, inferred):
             raise ModelError(f"checkpoint {s} was trained with {inferred}, not {cfg}")
         return _build(cfg, s, device, extra)
     return _build(resolve_config(s), None, device, extra)
+
+
+def _apply_overrides(cfg, overrides):
+    """Hydra-style `key=value` / `+key=value` / `++key=value` overrides on an OmegaConf config
+    (values parsed as YAML, as hydra does for these simple forms)."""
+    from omegaconf import OmegaConf
+
+    for o in overrides:
+        key, sep, value = o.lstrip("+").partition("=")
+        if not sep or not key:
+            raise ModelError(f"bad config override {o!r}: expected key=value")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
+    return cfg
+
+
+def _build_from_file(path: str, device, extra):
+    """As `build_sam2_video_predictor(path, ckpt_path=None, device, extra)`, for a YAML file
+    that sam2's hydra search path does not hold."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(path).expanduser())
+    if "model" not in cfg:
+        raise ModelError(f"{path} has no 'model' section: not a sam2 config")
+    cfg = _apply_overrides(cfg, [*_VIDEO_PREDICTOR_OVERRIDES, *extra, *_POSTPROCESSING_OVERRIDES])
+    OmegaConf.resolve(cfg)
+    model = instantiate(cfg.model, _recursive_=True)
+    return model.to(device).eval()
 
 
 def _build(cfg: str, ckpt, device, extra):
     from sam2.build_sam import build_sam2_video_predictor
 
     try:
-        model = build_sam2_video_predictor(cfg, ckpt_path=None, device=device,
-                                           hydra_overrides_extra=list(extra))
+        if is_file_config(cfg):
+            model = _build_from_file(cfg, device, list(extra))
+        else:
+            model = build_sam2_video_predictor(cfg, ckpt_path=None, device=device,
+                                               hydra_overrides_extra=list(extra))
+    except ModelError:
+        raise
     except Exception as e:
         raise ModelError(f"cannot build sam2 config {cfg}: {e}") from e
     if ckpt is not None:

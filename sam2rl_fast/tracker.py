@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2rl_fast.cpu_linear import packed_linears
 from sam2rl_fast.memory_bank import MemoryBank
 from sam2rl_fast.memory_encodings import MemoryEncodings
 from sam2rl_fast.model_loading import build_model
@@ -129,12 +130,14 @@ class FastTracker:
         device: where to run (default: CUDA if available).
         capacity: memory slots per object (stock SAM 2 reads 1 prompt + 6 recent = 7).
         fast_attention: use sam2rl-fast's fused memory attention where it is available.
+        fast_linears: on the CPU, run the model's fp32 Linear layers through oneDNN's
+            prepacked kernels while tracking (see `sam2rl_fast.cpu_linear`).
         progress: show a progress bar with FPS.
     """
 
     def __init__(self, video, agent="sam2", model=None, prompt=None, device=None, *,
                  config: str | None = None, image_size: int | None = None, capacity: int = 7,
-                 fast_attention: bool = True, progress: bool = False):
+                 fast_attention: bool = True, fast_linears: bool = True, progress: bool = False):
         self.video = open_video(video)
         self.model = build_model(model, config=config, device=device, image_size=image_size)
         self.device = self.model.device
@@ -146,7 +149,7 @@ class FastTracker:
         if self.video.num_frames is not None and self.prompt_frame >= self.video.num_frames:
             raise PromptError(f"prompt on frame {self.prompt_frame}, the video has "
                               f"{self.video.num_frames} frames")
-        self.capacity, self.progress = capacity, progress
+        self.capacity, self.progress, self.fast_linears = capacity, progress, fast_linears
         self.memory_attention, self.attention_impl = self._pick_attention(fast_attention)
 
     def _pick_attention(self, fast: bool):
@@ -198,30 +201,33 @@ class FastTracker:
 
             bar = tqdm(total=T, desc=f"tracking ({self.policy.name})", unit="frame")
         t_prev = time.perf_counter()
+        # The model's Linear layers run through oneDNN while tracking, restored afterwards.
+        linears = packed_linears(self.model, enabled=self.fast_linears and self.device.type == "cpu")
         try:
-            for f, frame in enumerate(self.video):
-                decode_ms = (time.perf_counter() - t_prev) * 1e3
-                if f < self.prompt_frame:
-                    if include_untracked:
-                        yield TrackedFrame(f, np.zeros((B, self.H, self.W), bool), np.full(B, np.nan),
-                                           np.full(B, np.nan), np.full(B, -2))
+            with linears:
+                for f, frame in enumerate(self.video):
+                    decode_ms = (time.perf_counter() - t_prev) * 1e3
+                    if f < self.prompt_frame:
+                        if include_untracked:
+                            yield TrackedFrame(f, np.zeros((B, self.H, self.W), bool), np.full(B, np.nan),
+                                               np.full(B, np.nan), np.full(B, -2))
+                        t_prev = time.perf_counter()
+                        continue
+                    tm = {"decode": decode_ms}
+                    feats = self._encode_image(frame, B, tm)
+                    if f == self.prompt_frame:
+                        out = self._prompt_step(f, feats, bank, enc, stock, T, tm)
+                    else:
+                        out = self._track_step(f, feats, bank, enc, T, tm)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    out.timings, out.image = tm, frame
+                    if bar is not None:
+                        bar.update(1)
+                        total = sum(tm.values())
+                        bar.set_postfix(fps=f"{1000.0 / total:.1f}" if total else "-")
                     t_prev = time.perf_counter()
-                    continue
-                tm = {"decode": decode_ms}
-                feats = self._encode_image(frame, B, tm)
-                if f == self.prompt_frame:
-                    out = self._prompt_step(f, feats, bank, enc, stock, T, tm)
-                else:
-                    out = self._track_step(f, feats, bank, enc, T, tm)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                out.timings, out.image = tm, frame
-                if bar is not None:
-                    bar.update(1)
-                    total = sum(tm.values())
-                    bar.set_postfix(fps=f"{1000.0 / total:.1f}" if total else "-")
-                t_prev = time.perf_counter()
-                yield out
+                    yield out
         finally:
             if bar is not None:
                 bar.close()

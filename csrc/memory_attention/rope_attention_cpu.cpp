@@ -7,10 +7,13 @@
 // their rotated queries and softmax state for the whole key loop. Key blocks are the outer
 // loop, so every thread rotates each key block once and reuses it for all of its query
 // tiles (rotating per query tile would cost ~25% of the GEMM time at 512 keys per block).
-// The two products per (query tile, key block) are small GEMMs on L2-resident blocks
-// (S = Qr Kr^T: [128 x 256] x [256 x 256]; acc += P V: [128 x 256] x [256 x 64]) done by
-// ATen's BLAS (MKL/OpenBLAS), which runs single-threaded inside at::parallel_for; the
-// softmax and rotation loops are the vectorised kernels of cpu_kernels.h.
+// Per (query tile, key block) there are two small products on L2-resident blocks,
+// S = Qr Kr^T ([128 x D] x [D x 256]) and acc += P V ([128 x 256] x [256 x Dv]):
+// - with AVX-512 (checked at run time): the register-blocked micro-kernels of
+//   cpu_avx512.h in a transposed layout (~440 GFLOP/s on the 2-core dev machine);
+// - otherwise (or SAM2RL_FAST_CPU_ATTENTION=blas, or Dv % 8 != 0): ATen's BLAS
+//   (MKL/OpenBLAS, single-threaded inside at::parallel_for; ~210 GFLOP/s there).
+// The softmax and rotation loops are the ISA-dispatched loops of cpu_kernels.h.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>

@@ -155,7 +155,9 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
                 inferred = cfg
         else:
             cfg = inferred = infer_config(sd, s)
-        if not _same_config(cfg, inferred):
+        # The inference reads the trunk only: a YAML file given for a checkpoint whose trunk
+        # looks like one of our own configs is trusted, and the weights' fit decides below.
+        if not _same_config(cfg, inferred) and not (is_file_config(cfg) and is_file_config(inferred)):
             raise ModelError(f"checkpoint {s} was trained with {inferred}, not {cfg}")
         return _build(cfg, s, device, extra)
     return _build(resolve_config(s), None, device, extra)

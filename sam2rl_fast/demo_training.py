@@ -29,7 +29,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +269,6 @@ class TrainConfig:
     log_every: int = 20
     overwrite: bool = False
     config: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -394,8 +393,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
     planned = cfg.max_steps
     plan_fixed = cfg.max_steps is not None and budget_s is None
     curve, t_data, t_step = [], 0.0, 0.0
+    # Before the plan is fixed the cosine runs over a provisional horizon; warm-up (the
+    # first warmup_steps) does not depend on it.
     step, t0 = 0, time.perf_counter()
-    n_skipped, aborted = 0, None
+    n_skipped, aborted, t_plan = 0, None, 0.0
+    PLAN_FROM, PLAN_AT = 10, max(40, cfg.warmup_steps // 2)
     it = iter(loader)
     t_mark, step_mark = t0, 0
     while True:
@@ -404,10 +406,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
             break
         if budget_s is not None and elapsed >= budget_s:
             break
-        if not plan_fixed and step == max(30, cfg.warmup_steps // 2):
-            rate = step / elapsed  # steps/s including start-up: a slight underestimate
-            est = int(rate * budget_s)
+        if step == PLAN_FROM:
+            t_plan = elapsed
+        if not plan_fixed and step == PLAN_AT:
+            # speed measured after start-up (first batches, CUDA/cuDNN warm-up)
+            rate = (PLAN_AT - PLAN_FROM) / max(elapsed - t_plan, 1e-9)
+            est = step + int(rate * max(budget_s - elapsed, 0.0))
             planned = est if cfg.max_steps is None else min(est, cfg.max_steps)
+            planned = max(planned, step + 1)
             plan_fixed = True
             log(f"schedule: {planned} steps planned ({rate:.2f} steps/s, {budget_s:.0f} s budget)")
         total = planned if plan_fixed else max(cfg.warmup_steps * 10, step + 1)

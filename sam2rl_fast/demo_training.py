@@ -472,10 +472,17 @@ def train(cfg: TrainConfig, log=print) -> dict:
               t_data / max(t_data + t_step, 1e-9), "curve": curve}
     _write_json_atomic(result, paths["log"])
     if cfg.eval_videos > 0:
-        ev = evaluate_heldout(paths["checkpoint"], device, cfg.eval_videos, cfg.eval_frames,
-                              config=cfg.config, log=log)
-        result["heldout"] = ev
-        log(format_eval_table(ev))
+        try:
+            ev = evaluate_heldout(paths["checkpoint"], device, cfg.eval_videos, cfg.eval_frames,
+                                  config=cfg.config, log=log)
+        except Exception as e:  # the checkpoint and its log are already safe
+            import traceback
+
+            result["heldout_error"] = traceback.format_exc()
+            log(f"held-out evaluation failed: {type(e).__name__}: {e}\n{result['heldout_error']}")
+        else:
+            result["heldout"] = ev
+            log(format_eval_table(ev))
         _write_json_atomic(result, paths["log"])
     plot_curve(curve, paths["plot"], log=log)
     if aborted:

@@ -95,6 +95,20 @@ def test_training_steps_are_finite_and_change_the_weights():
     assert any(k.startswith("memory_attention.") for k in changed)
 
 
+def test_bf16_autocast_step_runs():
+    """The CUDA path trains under bf16 autocast; the CPU's autocast exercises the same
+    mixed-dtype code (bf16 features and pointers, fp32 positions, memories and losses)."""
+    dev = torch.device("cpu")
+    model = dt.build_demo_model(dev, seed=1)
+    opt = dt.make_optimizer(model, 1e-3, 0.05)
+    ds = dt.ClipDataset(seed=1, num_frames=3, size=model.image_size)
+    batch = torch.utils.data.default_collate([ds[2], ds[3]])
+    for box_prob in (0.0, 1.0):
+        out = dt.train_step(model, opt, batch, dev, np.random.default_rng(0), box_prob, 1.0, amp=True)
+        assert np.isfinite(out["loss"]) and not out["skipped"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 def test_losses_pick_the_best_candidate_and_skip_absent_targets():
     target = torch.zeros(2, 8, 8, dtype=torch.bool)
     target[0, 2:6, 2:6] = True  # clip 1: target absent

@@ -376,6 +376,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed shapes: B x T frames at 256
+        torch.cuda.reset_peak_memory_stats(device)
     np_rng = np.random.default_rng([cfg.seed, 0xB0C5])
     model = build_demo_model(device, cfg.config, seed=cfg.seed)
     n_params = count_parameters(model)
@@ -462,7 +464,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     meta = {"config": Path(cfg.config or demo_config_path()).name, "steps": step,
             "batch": cfg.batch, "frames": cfg.frames, "seed": cfg.seed, "train_seconds": train_s,
             "parameters": n_params, "skipped_steps": n_skipped, "aborted": aborted, "device": torch.cuda.get_device_name(device)
-            if device.type == "cuda" else "cpu", "torch": torch.__version__}
+            if device.type == "cuda" else "cpu", "torch": torch.__version__,
+            "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30
+            if device.type == "cuda" else None}
     save_checkpoint(model, paths["checkpoint"], meta, overwrite=cfg.overwrite)
     size = paths["checkpoint"].stat().st_size
     log(f"saved {paths['checkpoint']} ({size / 1e6:.2f} MB) after {step} steps in {train_s:.0f} s "

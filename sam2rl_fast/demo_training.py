@@ -271,11 +271,15 @@ class TrainConfig:
     config: str | None = None
 
 
-def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up then cosine decay to `min_ratio` at `total` steps."""
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float,
+              time_fraction: float | None = None) -> float:
+    """Linear warm-up then cosine decay to `min_ratio` at `total` steps, or earlier when the
+    spent share of a time budget (`time_fraction`) is ahead of the steps' progress."""
     if step < warmup:
         return (step + 1) / warmup
     p = min(1.0, (step - warmup) / max(1, total - warmup))
+    if time_fraction is not None:
+        p = min(1.0, max(p, time_fraction))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
 
@@ -419,7 +423,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
             plan_fixed = True
             log(f"schedule: {planned} steps planned ({rate:.2f} steps/s, {budget_s:.0f} s budget)")
         total = planned if plan_fixed else max(cfg.warmup_steps * 10, step + 1)
-        f = lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
+        # with a time budget, the cosine also follows the clock: if the steps come slower
+        # than planned (e.g. the data workers fall behind once their queue is drained), the
+        # decay still ends with the budget
+        f = lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio,
+                      None if budget_s is None or not plan_fixed else elapsed / budget_s)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * f
         ta = time.perf_counter()

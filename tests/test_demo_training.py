@@ -206,3 +206,6 @@ def test_lr_schedule_warms_up_and_decays():
     f = [dt.lr_factor(s, 100, 10, 0.02) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[9:], f[10:])) and f[-1] < 0.05
+    # behind schedule on a time budget: the clock decides
+    assert dt.lr_factor(20, 100, 10, 0.02, time_fraction=1.0) == pytest.approx(0.02)
+    assert dt.lr_factor(20, 100, 10, 0.02, time_fraction=0.0) == pytest.approx(f[20])

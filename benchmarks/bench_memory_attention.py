@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._timing import median_time  # noqa: E402
@@ -99,6 +100,10 @@ def main():
     ap.add_argument("--no-compile", action="store_true", help="skip stock under torch.compile")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune")
     args = ap.parse_args()
+    # Inductor's parallel compile workers are separate processes that stay busy after a
+    # compile returns; on a 2-core machine they slowed every later timing (all three
+    # implementations alike) by ~6x. Compile in-process.
+    torch._inductor.config.compile_threads = 1
     dev, dt = args.device, DTYPES[args.dtype]
     tol = 1e-4 if dt == torch.float32 else 3e-2
     print(f"# device {dev} ({device_name(dev)}), dtype {args.dtype}, torch {torch.__version__}, "

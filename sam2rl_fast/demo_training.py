@@ -269,6 +269,7 @@ class TrainConfig:
     log_every: int = 20
     overwrite: bool = False
     config: str | None = None
+    init: str | None = None  # warm start from this checkpoint (a second training stage)
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float,
@@ -384,6 +385,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     np_rng = np.random.default_rng([cfg.seed, 0xB0C5])
     model = build_demo_model(device, cfg.config, seed=cfg.seed)
+    if cfg.init:  # same loader as users' checkpoints: a config mismatch is refused there
+        from sam2rl_fast.model_loading import ModelError, load_state_dict
+
+        missing, unexpected = model.load_state_dict(load_state_dict(cfg.init), strict=False)
+        if missing or unexpected:
+            raise ModelError(f"--init {cfg.init} does not fit the demo config: "
+                             f"{len(missing)} missing, {len(unexpected)} unexpected keys")
+        log(f"warm start from {cfg.init}")
     n_params = count_parameters(model)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     workers = default_workers(device) if cfg.workers is None else cfg.workers

@@ -41,7 +41,7 @@ def run(policy, seq, capacity=S):
     policy.reset(1, capacity, StockMemoryRule())
     out = []
     for f, kw in enumerate(seq, start=1):
-        a = int(policy.assign(_B(capacity), bank.obs(f, **kw))[0])
+        a = int(policy.assign(_B(capacity), f, bank.obs(f, **kw))[0])
         bank.store(a, f)
         out.append(a)
     return out, bank

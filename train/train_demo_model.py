@@ -46,6 +46,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--eval-frames", type=int, default=24, help="frames per held-out video")
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--config", default=None, help="model YAML (default: the packaged demo config)")
+    p.add_argument("--init", default=None, help="warm start from this checkpoint (a second stage)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     a = p.parse_args(argv)
     minutes = a.minutes if a.minutes and a.minutes > 0 else None
@@ -56,7 +57,8 @@ def parse_args(argv=None) -> TrainConfig:
                        weight_decay=a.weight_decay, warmup_steps=a.warmup_steps,
                        grad_clip=a.grad_clip, box_prob=a.box_prob, workers=a.workers,
                        eval_videos=a.eval_videos, eval_frames=a.eval_frames,
-                       log_every=a.log_every, overwrite=a.overwrite, config=a.config)
+                       log_every=a.log_every, overwrite=a.overwrite, config=a.config,
+                       init=a.init)
 
 
 def main(argv=None) -> int:

@@ -114,6 +114,7 @@ class MemoryPolicy:
 
     name = "policy"
     uses_stock_rule = False
+    needs_observation = True  # False: `assign` gets obs=None (saves the per-frame statistics)
 
     def reset(self, num_objects: int, capacity: int, stock: StockMemoryRule) -> None:
         """Called once before tracking; `stock` is the model's own rule."""
@@ -133,8 +134,9 @@ class MemoryPolicy:
         """[B] int: the slot each object's candidate replaces, or -1 to not store it."""
         raise NotImplementedError
 
-    def assign(self, bank, obs: MemoryObservation, reverse: bool = False) -> list[int]:
-        """Slots for the candidate memories (validated `decide`)."""
+    def assign(self, bank, frame_idx: int, obs: MemoryObservation | None,
+               reverse: bool = False) -> list[int]:
+        """Slots for the candidate memories of `frame_idx` (validated `decide`)."""
         act = np.asarray(self.decide(obs), dtype=np.int64).reshape(-1)
         if act.shape != (bank.num_objects,):
             raise ValueError(f"{self.name}: decide() must return one slot per object "

@@ -14,6 +14,7 @@ class Sam2Policy(MemoryPolicy):
 
     name = "sam2"
     uses_stock_rule = True
+    needs_observation = False  # the stock rule looks at frame indices only
 
     def reset(self, num_objects, capacity, stock):
         super().reset(num_objects, capacity, stock)
@@ -23,6 +24,7 @@ class Sam2Policy(MemoryPolicy):
     def decide(self, obs: MemoryObservation) -> np.ndarray:
         raise RuntimeError("Sam2Policy assigns slots through the stock rule (assign), not decide")
 
-    def assign(self, bank, obs: MemoryObservation, reverse: bool = False) -> list[int]:
-        slots, _ = self.stock.assign(bank, obs.frame_idx, is_cond=False, reverse=reverse)
+    def assign(self, bank, frame_idx: int, obs: MemoryObservation | None = None,
+               reverse: bool = False) -> list[int]:
+        slots, _ = self.stock.assign(bank, frame_idx, is_cond=False, reverse=reverse)
         return slots

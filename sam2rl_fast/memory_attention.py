@@ -24,6 +24,9 @@ so checkpoints load into either. What changes is how the 4 layers are computed:
   projection. The CUDA `rope_attention` kernel (one warp per query, no tensor cores) is
   ~50x slower than stock SDPA, so CUDA does not use it; a tensor-core split-KV kernel is
   pending.
+- On the CPU in float32 the projections and the MLP run through oneDNN's prepacked fp32
+  linear when this torch has it (AVX-512 where present; ATen's `F.linear` goes to MKL,
+  which runs AVX2 code on AMD CPUs), else through `F.linear`.
 
 Inference only: when gradients are required (grad mode on and any input or weight
 requires grad) or the module is in training mode (dropout), `forward` runs stock sam2's

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="heldout", choices=["heldout", "train"])
     p.add_argument("--videos", type=int, default=4, help="videos per suite")
     p.add_argument("--frames", type=int, default=32, help="frames per video")
-    p.add_argument("--size", type=int, default=128, help="video side in pixels")
+    p.add_argument("--size", type=int, default=256, help="video side in pixels (the demo model was trained at 256)")
     _add_model_args(p)
     p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
     p.add_argument("--overwrite", action="store_true")

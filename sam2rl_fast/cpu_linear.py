@@ -45,7 +45,11 @@ class PackedWeight:
         self.key, self.packed = None, None
 
     def get(self, weight: torch.Tensor) -> torch.Tensor:
-        key = (weight.data_ptr(), weight._version)
+        try:
+            version = weight._version
+        except RuntimeError:  # an inference tensor: it cannot be modified in place
+            version = None
+        key = (weight.data_ptr(), version)
         if key != self.key:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
             self.key = key

@@ -37,7 +37,7 @@ def prompts_from_ground_truth(masks: np.ndarray) -> dict[int, np.ndarray]:
 
 
 def evaluate_agents(suites, agents, model, *, split="heldout", num_videos=4, num_frames=32,
-                    size=128, progress=None) -> list[VideoScore]:
+                    size=256, progress=None) -> list[VideoScore]:
     """Track `num_videos` videos of each suite with each agent; one `VideoScore` per pair.
 
     `model` is a built sam2 predictor (shared by all agents, so they differ only in memory).

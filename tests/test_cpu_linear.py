@@ -32,3 +32,14 @@ def test_gradients_fall_back_to_aten():
     with packed_linears(lin):
         lin(x).sum().backward()  # oneDNN's op has no autograd: the override must step aside
     assert x.grad is not None and lin.weight.grad is not None
+
+
+def test_inference_tensors_as_weights():
+    with torch.inference_mode():  # weights made here have no version counter
+        lin = nn.Linear(16, 8)
+        w = lin.weight * 2
+        x = torch.randn(4, 16)
+        from sam2rl_fast.cpu_linear import PackedWeight, packed_linear
+
+        y = packed_linear(x, w, lin.bias, PackedWeight())
+        assert rel_err(y, nn.functional.linear(x, w, lin.bias)) <= 1e-6

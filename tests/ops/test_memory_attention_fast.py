@@ -205,30 +205,27 @@ def test_cuda_fp32_matches_stock(stock, n_mem, n_ptr):
     assert out.is_cuda and rel_err(out, ref64) <= 1e-4 and rel_err(ref, ref64) <= 1e-4
 
 
+def autocast_errors(module, inputs, n_ptr, device):
+    """Errors of ours and of stock under bf16 autocast, both against an fp64 stock."""
+    fast = FastMemoryAttention.from_sam2(module)
+    with torch.no_grad():
+        ref = copy.deepcopy(module).double()(*[t.double() for t in inputs], num_obj_ptr_tokens=n_ptr)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = fast(*inputs, num_obj_ptr_tokens=n_ptr)
+            stock_bf16 = module(*inputs, num_obj_ptr_tokens=n_ptr)
+    return rel_err(out.float(), ref), rel_err(stock_bf16.float(), ref)
+
+
 @pytest.mark.cuda
 def test_cuda_autocast_bf16(stock):
     module = copy.deepcopy(stock["sam2.1", 512]).cuda()
-    inputs = memory_attention_inputs(32, 2, 7, 64, device="cuda")
-    fast = FastMemoryAttention.from_sam2(module)
-    with torch.no_grad():
-        ref = copy.deepcopy(module).double()(*[t.double() for t in inputs], num_obj_ptr_tokens=64)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = fast(*inputs, num_obj_ptr_tokens=64)
-            stock_bf16 = module(*inputs, num_obj_ptr_tokens=64)
+    err, stock_err = autocast_errors(module, memory_attention_inputs(32, 2, 7, 64, device="cuda"), 64, "cuda")
     # flash-attention's rule: at most 2x PyTorch's own low-precision error.
-    assert rel_err(out.float(), ref) <= 2 * max(rel_err(stock_bf16.float(), ref), 1e-3)
+    assert err <= 2 * max(stock_err, 1e-3), (err, stock_err)
 
 
 @pytest.mark.slow
 def test_cpu_autocast_bf16_uses_composite_path(stock):
     # Under autocast the fused fp32 op is skipped for the composite path (the CUDA one).
-    module = stock["sam2.1", 256]
-    inputs = memory_attention_inputs(16, 2, 3, 8)
-    fast = FastMemoryAttention.from_sam2(module)
-    with torch.no_grad():
-        ref = copy.deepcopy(module).double()(*[t.double() for t in inputs], num_obj_ptr_tokens=8)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = fast(*inputs, num_obj_ptr_tokens=8)
-            stock_bf16 = module(*inputs, num_obj_ptr_tokens=8)
-    err, stock_err = rel_err(out.float(), ref), rel_err(stock_bf16.float(), ref)
+    err, stock_err = autocast_errors(stock["sam2.1", 256], memory_attention_inputs(16, 2, 3, 8), 8, "cpu")
     assert 1e-6 < err <= 2 * max(stock_err, 1e-3), (err, stock_err)  # > 1e-6: really bf16

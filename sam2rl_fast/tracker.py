@@ -172,7 +172,11 @@ class FastTracker:
         return self._track()
 
     def run(self) -> TrackingResult:
-        """Track every frame; masks [T, n_obj, H, W] at video resolution."""
+        """Track every frame; masks [T, n_obj, H, W] at video resolution.
+
+        The masks of the whole video are kept (T x n_obj x H x W bytes: 8 GB for 1,000
+        1080p frames of 4 objects): for long videos iterate over the tracker instead, which
+        keeps nothing."""
         frames = []
         for fr in self._track(include_untracked=True):
             fr.image = None  # keep masks, not the video

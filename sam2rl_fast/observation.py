@@ -53,8 +53,8 @@ class ObservationBuilder:
         score = head.object_score_logits.reshape(-1).float().cpu().numpy()
         alt = self._alt_box_iou(head)
 
-        occ = (bank.frame_idx.numpy() >= 0)
         frames = bank.frame_idx.numpy()
+        occ = frames >= 0
         slots = np.zeros((B, S, 8), np.float32)
         slots[..., 0] = occ
         slots[..., 1] = bank.is_cond.numpy()
@@ -99,10 +99,17 @@ class ObservationBuilder:
         v = box_iou_matrix(boxes[rows, head.choice], boxes[rows, alt])
         return torch.where(nonempty, v, torch.ones_like(v)).cpu().numpy().astype(np.float32)
 
-    def stored(self, slots, frame_idx: int | None = None, area=None, cen=None, d=None) -> None:
-        """Record where the pending candidate (or given stats) went; slot -1 = not stored."""
-        if area is None:
-            frame_idx, area, cen, d = self._pending
+    def prompted(self, frame_idx: int, slots, low_res_masks: torch.Tensor, mem: torch.Tensor) -> None:
+        """Record the prompted frame's memories (stored in `slots`, no decision involved)."""
+        area, cen, d = self.candidate_stats(low_res_masks, mem)
+        self._store(slots, frame_idx, area, cen, d)
+        self.prev_centroid = cen
+
+    def stored(self, slots) -> None:
+        """Record where the candidate of the last `build` went; slot -1 = not stored."""
+        self._store(slots, *self._pending)
+
+    def _store(self, slots, frame_idx, area, cen, d) -> None:
         for b, s in enumerate(slots):
             if s < 0:
                 continue

@@ -147,24 +147,41 @@ class StockMemoryRule:
         again (it only moves forward), so the bank never needs more than
         ``#cond + num_maskmem - 1`` slots and ``#cond + max_obj_ptrs - 1`` pointer slots.
         """
+        return (self.assign_memories(bank, frame_idx, is_cond, reverse),
+                self.assign_pointers(bank, frame_idx, is_cond, reverse))
+
+    def assign_memories(self, bank, frame_idx: int, is_cond: bool = False,
+                        reverse: bool = False) -> list[int]:
+        """The spatial half of `assign`."""
         nxt = frame_idx - 1 if reverse else frame_idx + 1
         keep = {f for _, f in self.recent_frames(nxt, reverse)}
-        keep_ptr = {nxt + d if reverse else nxt - d for d in range(1, self.max_obj_ptrs)}
-        slots, ptr_slots = [], []
+        slots = []
         for b in range(bank.num_objects):
             if not is_cond:
                 for f, s in bank.slot_map(b, cond=False).items():
                     if f not in keep:
                         bank.evict(b, s)
-                for f, r in bank.ptr_map(b, cond=False).items():
-                    if f not in keep_ptr:
-                        bank.evict_ptr(b, r)
             slots.append(self._slot_for(bank.slot_map(b, True) | bank.slot_map(b, False),
                                         bank.free_slots(b), frame_idx, "memory", bank.capacity))
+        return slots
+
+    def assign_pointers(self, bank, frame_idx: int, is_cond: bool = False,
+                        reverse: bool = False) -> list[int]:
+        """The object-pointer half of `assign` (-1 per object when the model uses none)."""
+        if not self.use_obj_ptrs:
+            return [-1] * bank.num_objects
+        nxt = frame_idx - 1 if reverse else frame_idx + 1
+        keep = {nxt + d if reverse else nxt - d for d in range(1, self.max_obj_ptrs)}
+        ptr_slots = []
+        for b in range(bank.num_objects):
+            if not is_cond:
+                for f, r in bank.ptr_map(b, cond=False).items():
+                    if f not in keep:
+                        bank.evict_ptr(b, r)
             ptr_slots.append(self._slot_for(bank.ptr_map(b, True) | bank.ptr_map(b, False),
                                             bank.free_ptr_slots(b), frame_idx, "pointer",
-                                            bank.ptr_capacity) if self.use_obj_ptrs else -1)
-        return slots, ptr_slots
+                                            bank.ptr_capacity))
+        return ptr_slots
 
     @staticmethod
     def _slot_for(taken: dict[int, int], free: list[int], frame_idx: int, what: str,

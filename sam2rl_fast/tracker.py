@@ -8,6 +8,7 @@ frames are decoded one at a time and dropped after use.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from sam2rl_fast.cpu_linear import packed_linears
 from sam2rl_fast.memory_bank import MemoryBank
+from sam2rl_fast.memory_attention import FastMemoryAttention
 from sam2rl_fast.memory_encodings import MemoryEncodings
 from sam2rl_fast.model_loading import build_model
 from sam2rl_fast.observation import ObservationBuilder
@@ -159,12 +161,7 @@ class FastTracker:
         if fast is None:
             fast = self.device.type == "cpu"
         if fast:
-            try:
-                from sam2rl_fast.memory_attention import FastMemoryAttention
-            except ImportError:
-                pass
-            else:
-                return FastMemoryAttention.from_sam2(self.model.memory_attention), "sam2rl_fast"
+            return FastMemoryAttention.from_sam2(self.model.memory_attention), "sam2rl_fast"
         return self.model.memory_attention, "stock"
 
     # ------------------------------------------------------------------ public API
@@ -241,19 +238,14 @@ class FastTracker:
             if bar is not None:
                 bar.close()
 
+    @contextlib.contextmanager
     def _timed(self, tm, stage):
-        dev = self.device
-
-        class _T:
-            def __enter__(s):
-                s.t = time.perf_counter()
-
-            def __exit__(s, *a):
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                tm[stage] = tm.get(stage, 0.0) + (time.perf_counter() - s.t) * 1e3
-
-        return _T()
+        """Add the wall time of the block to tm[stage] (ms), synchronising CUDA at its end."""
+        t = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        tm[stage] = tm.get(stage, 0.0) + (time.perf_counter() - t) * 1e3
 
     def _encode_image(self, frame, B, tm):
         m = self.model
@@ -318,9 +310,7 @@ class FastTracker:
             bank.append(mem, slots, frame_idx=f, is_cond=True, obj_score=score,
                         iou=torch.cat(ious))
             bank.append_ptr(torch.cat(ptrs), ptr_slots, frame_idx=f, is_cond=True)
-            area, cen, d = self.obs.candidate_stats(low, mem)
-            self.obs.stored(slots, f, area, cen, d)
-            self.obs.prev_centroid = cen
+            self.obs.prompted(f, slots, low, mem)
         return self._output(f, low, score, torch.cat(ious), np.asarray(slots))
 
     def _point_inputs(self, p: Prompt) -> dict:
@@ -352,24 +342,10 @@ class FastTracker:
                         iou=head.chosen_iou)
             if obs is not None:
                 self.obs.stored(slots)
-            ptr_slots = self._pointer_slots(bank, f)
-            bank.append_ptr(head.obj_ptr, ptr_slots, frame_idx=f)
+            # Pointers follow the stock rule whatever the policy: the last 15 frames.
+            bank.append_ptr(head.obj_ptr, policy.stock.assign_pointers(bank, f), frame_idx=f)
         return self._output(f, head.low_res_masks, head.object_score_logits.reshape(-1),
                             head.chosen_iou, np.asarray(slots))
-
-    def _pointer_slots(self, bank, f) -> list[int]:
-        """Object pointers follow the stock rule whatever the policy: the last 15 frames."""
-        stock = self.policy.stock
-        keep = {f + 1 - d for d in range(1, stock.max_obj_ptrs)}
-        out = []
-        for b in range(bank.num_objects):
-            for fr, r in bank.ptr_map(b, cond=False).items():
-                if fr not in keep:
-                    bank.evict_ptr(b, r)
-            out.append(stock._slot_for(bank.ptr_map(b, True) | bank.ptr_map(b, False),
-                                       bank.free_ptr_slots(b), f, "pointer", bank.ptr_capacity)
-                       if stock.use_obj_ptrs else -1)
-        return out
 
     def _attend(self, sel: MemorySelection, bank, enc, vf, vp) -> torch.Tensor:
         """Memory attention for all objects; objects whose selections differ in size run in groups."""

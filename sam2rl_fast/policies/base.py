@@ -110,10 +110,12 @@ class RecencyReadRule:
 
 class MemoryPolicy:
     """Base class of memory policies. Subclasses implement `decide` (and may override
-    `choose_mask`, `reset`, `observe_output`, `read_rule`)."""
+    `choose_mask`, `motion_scores`, `reset` and the `read_rule` it sets).
+
+    Object pointers are not the policy's: they always follow the stock rule
+    (`StockMemoryRule.assign_pointers`), since they cost 4 tokens each."""
 
     name = "policy"
-    uses_stock_rule = False
     needs_observation = True  # False: `assign` gets obs=None (saves the per-frame statistics)
 
     def reset(self, num_objects: int, capacity: int, stock: StockMemoryRule) -> None:

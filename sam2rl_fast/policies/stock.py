@@ -13,18 +13,15 @@ class Sam2Policy(MemoryPolicy):
     reproduces `SAM2VideoPredictor.propagate_in_video`."""
 
     name = "sam2"
-    uses_stock_rule = True
     needs_observation = False  # the stock rule looks at frame indices only
 
     def reset(self, num_objects, capacity, stock):
         super().reset(num_objects, capacity, stock)
         self.read_rule = stock
-        self._bank = None
 
     def decide(self, obs: MemoryObservation) -> np.ndarray:
         raise RuntimeError("Sam2Policy assigns slots through the stock rule (assign), not decide")
 
     def assign(self, bank, frame_idx: int, obs: MemoryObservation | None = None,
                reverse: bool = False) -> list[int]:
-        slots, _ = self.stock.assign(bank, frame_idx, is_cond=False, reverse=reverse)
-        return slots
+        return self.stock.assign_memories(bank, frame_idx, is_cond=False, reverse=reverse)

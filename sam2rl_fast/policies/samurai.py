@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from sam2rl_fast.policies.base import MemoryObservation, MemoryPolicy, oldest_replaceable
-from sam2rl_fast.policies.kalman import BoxKalman, box_iou
-from sam2rl_fast.policies.mask_stats import mask_boxes
+from sam2rl_fast.policies.kalman import BoxKalman
+from sam2rl_fast.policies.mask_stats import box_iou_matrix, mask_boxes
 
 
 class SamuraiPolicy(MemoryPolicy):
@@ -57,7 +57,7 @@ class SamuraiPolicy(MemoryPolicy):
             else:
                 self.stable[b] = 0
             return best, np.nan
-        kf_ious = np.array([box_iou(pred, bx) for bx in boxes])
+        kf_ious = box_iou_matrix(torch.from_numpy(pred)[None], torch.from_numpy(boxes)).numpy()
         w = self.kf_score_weight
         best = int(np.argmax(w * kf_ious + (1 - w) * iou))
         kf.update(boxes[best])

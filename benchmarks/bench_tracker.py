@@ -29,21 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sam2rl_fast import FastTracker  # noqa: E402
-from tests.helpers import SAM2_CONFIGS, moving_square_video, write_jpeg_folder  # noqa: E402
+from tests.helpers import (SAM2_CONFIGS, build_random_predictor, moving_square_video,  # noqa: E402
+                           shift_object_scores, write_jpeg_folder)
 
 
 def build(config, size, device, vos=False):
-    from sam2.build_sam import build_sam2_video_predictor
-
-    torch.manual_seed(0)
-    p = build_sam2_video_predictor(SAM2_CONFIGS[config], ckpt_path=None, device=device,
-                                   vos_optimized=vos,
-                                   hydra_overrides_extra=[f"++model.image_size={size}",
-                                                          "++model.fill_hole_area=0"])
-    head = [m for m in p.sam_mask_decoder.pred_obj_score_head.modules()
-            if isinstance(m, torch.nn.Linear)][-1]
-    head.bias.data += 20.0  # random weights: keep the object present so masks are real
-    return p
+    # Random weights: keep the object present so that the masks compared are real.
+    return shift_object_scores(build_random_predictor(config, size, device=device, vos_optimized=vos), 20.0)
 
 
 def sync(device):

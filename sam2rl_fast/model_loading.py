@@ -132,7 +132,9 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
     if isinstance(model, torch.nn.Module):
         raise ModelError(f"{type(model).__name__} is not a sam2 model (SAM2Base)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    extra = ["++model.fill_hole_area=0", *overrides]  # hole filling needs sam2's own CUDA op
+    # sam2's post-processing overrides come last and set fill_hole_area=8 whatever is asked
+    # here (stock skips it without sam2's CUDA op; FastTracker never fills holes).
+    extra = list(overrides)
     if image_size is not None:
         extra.append(f"++model.image_size={int(image_size)}")
     if model is None:

@@ -62,13 +62,23 @@ def write_jpeg_folder(frames: np.ndarray, folder) -> str:
     return str(folder)
 
 
-def build_random_predictor(config="sam2.1", image_size=256, extra=(), seed=0):
-    """A random-weight stock SAM2VideoPredictor on the CPU."""
+def build_random_predictor(config="sam2.1", image_size=256, extra=(), seed=0, device="cpu",
+                           vos_optimized=False):
+    """A random-weight stock SAM2VideoPredictor (on the CPU unless told)."""
     from sam2.build_sam import build_sam2_video_predictor
 
     torch.manual_seed(seed)
     return build_sam2_video_predictor(
-        SAM2_CONFIGS[config], ckpt_path=None, device="cpu",
-        hydra_overrides_extra=[f"++model.image_size={image_size}", "++model.fill_hole_area=0",
-                               *extra],
+        SAM2_CONFIGS[config], ckpt_path=None, device=device, vos_optimized=vos_optimized,
+        hydra_overrides_extra=[f"++model.image_size={image_size}", *extra],
     )
+
+
+def shift_object_scores(predictor, delta: float):
+    """Add `delta` to the object-score head's output bias. Random weights predict 'no object'
+    at random: +20 makes every frame's mask come from the decoder (parity then compares real
+    masks, not empty ones); -100 marks every object as absent (occlusion handling)."""
+    head = [m for m in predictor.sam_mask_decoder.pred_obj_score_head.modules()
+            if isinstance(m, torch.nn.Linear)][-1]
+    head.bias.data += delta
+    return predictor

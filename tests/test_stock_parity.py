@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from sam2rl_fast import MemoryBank, MemoryEncodings, StockMemoryRule
-from tests.helpers import build_random_predictor, moving_square_video, write_jpeg_folder
+from tests.helpers import (build_random_predictor, moving_square_video, shift_object_scores,
+                           write_jpeg_folder)
 
 T = 12
 
@@ -50,9 +51,7 @@ class StockCapture:
 def run_stock(tmp_path, config, n_obj, prompt_frame, reverse, extra=(), occluded=False):
     predictor = build_random_predictor(config, 256, extra)
     if occluded:  # push object scores <= 0: sam2 then marks memories with no_obj_embed_spatial
-        head = [m for m in predictor.sam_mask_decoder.pred_obj_score_head.modules()
-                if isinstance(m, torch.nn.Linear)][-1]
-        head.bias.data -= 100.0
+        shift_object_scores(predictor, -100.0)
     frames, masks = moving_square_video(T, n_obj=n_obj, seed=n_obj + prompt_frame)
     state = predictor.init_state(write_jpeg_folder(frames, tmp_path / "video"))
     cap = StockCapture(predictor)

@@ -11,16 +11,12 @@ from sam2rl_fast.model_loading import ModelError, build_model, infer_config
 from sam2rl_fast.policies import ObservationLayoutError, VectorPolicy
 from sam2rl_fast.tracker import PromptError
 from sam2rl_fast.video import VideoError, open_video, write_video
-from tests.helpers import build_random_predictor, moving_square_video, write_jpeg_folder
+from tests.helpers import (build_random_predictor, moving_square_video, shift_object_scores,
+                           write_jpeg_folder)
 
 
 def present_everywhere(predictor):
-    """Random weights predict 'no object' at random; a large object-score bias makes every
-    frame's mask come from the decoder, so that parity compares real masks, not empty ones."""
-    head = [m for m in predictor.sam_mask_decoder.pred_obj_score_head.modules()
-            if isinstance(m, torch.nn.Linear)][-1]
-    head.bias.data += 20.0
-    return predictor
+    return shift_object_scores(predictor, 20.0)
 
 
 def mask_iou(a, b):

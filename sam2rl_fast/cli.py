@@ -80,8 +80,7 @@ def _track(args) -> int:
     from sam2rl_fast.video import write_video
 
     prompt = _prompts(args)
-    tracker = FastTracker(args.video, agent=args.agent, model=args.model, prompt=prompt,
-                          device=args.device, config=args.config, image_size=args.image_size,
+    tracker = FastTracker(args.video, agent=args.agent, model=_model_for(args), prompt=prompt,
                           progress=not args.quiet)
     out = prepare_out_dir(args.out, args.overwrite)
     (out / "masks").mkdir()

@@ -49,17 +49,17 @@ def run_demo(model, out: Path, seed_index: int = 0, num_frames: int = 40, size: 
     rows = summarize(scores)
     print(format_table(rows))
 
-    def panels():
-        for t in range(num_frames):
-            tiles = [draw(video.frames[t], gt[t], caption=f"ground truth  frame {t}")]
-            for agent, res in runs.items():
-                iou = scores[agents.index(agent)].iou_per_frame[t].mean()
-                labels = [decision_text(int(d)) for d in res.decisions[t]]
-                tiles.append(draw(video.frames[t], res.masks[t], labels, f"{agent}  IoU {iou:.2f}"))
-            yield np.concatenate(tiles, axis=1)
+    def panel(t):
+        tiles = [draw(video.frames[t], gt[t], caption=f"ground truth  frame {t}")]
+        for agent, res in runs.items():
+            iou = scores[agents.index(agent)].iou_per_frame[t].mean()
+            labels = [decision_text(int(d)) for d in res.decisions[t]]
+            tiles.append(draw(video.frames[t], res.masks[t], labels, f"{agent}  IoU {iou:.2f}"))
+        return np.concatenate(tiles, axis=1)
 
-    write_video(panels(), out / "overlay.mp4", fps=6)
-    write_video(panels(), out / "overlay.gif", fps=6)
+    panels = [panel(t) for t in range(num_frames)]  # drawn once, written twice
+    write_video(panels, out / "overlay.mp4", fps=6)
+    write_video(panels, out / "overlay.gif", fps=6)
     (out / "summary.json").write_text(json.dumps({"video": video.name, "rows": rows}, indent=2))
     print(f"-> {out}/ (overlay.mp4, overlay.gif, summary.json)")
     return rows

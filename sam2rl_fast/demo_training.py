@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2rl_fast.data.synthetic import SUITES, generate_video, suite_seeds
-from sam2rl_fast.video import IMG_MEAN, IMG_STD
+from sam2rl_fast.video import normalize
 
 # Training mix: weighted towards the easy and the mixed suites.
 SUITE_WEIGHTS = {"easy": 0.3, "occlusion": 0.15, "distractor": 0.15, "fast-motion": 0.1,
@@ -114,10 +114,7 @@ def make_loader(dataset: ClipDataset, batch: int, workers: int, start_step: int 
 def to_model_input(frames: torch.Tensor, device) -> torch.Tensor:
     """uint8 [..., S, S, 3] -> normalised float32 [..., 3, S, S] on `device` (as
     `sam2rl_fast.video.preprocess_frame`, without the resize: clips are made at image size)."""
-    x = frames.to(device, non_blocking=True).movedim(-1, -3).float() / 255.0
-    mean = torch.tensor(IMG_MEAN, device=x.device)[:, None, None]
-    std = torch.tensor(IMG_STD, device=x.device)[:, None, None]
-    return (x - mean) / std
+    return normalize(frames.to(device, non_blocking=True).movedim(-1, -3))
 
 
 # ---------------------------------------------------------------------------------- model
@@ -516,46 +513,30 @@ def train(cfg: TrainConfig, log=print) -> dict:
 def evaluate_heldout(model, device=None, videos: int = 8, frames: int = 24, size: int = 256,
                      suites=None, config: str | None = None, log=print) -> dict:
     """Mean J (and J&F) of `FastTracker(agent="sam2")` on the first `videos` held-out videos of
-    each suite, the first target prompted with its mask on frame 0 (which is not scored).
-    Where that target is hidden on frame 0 (mixed suite: covered by another object), the
-    first target visible there is tracked instead; a video with none is skipped.
+    each suite, the first target visible on frame 0 prompted with its mask there (frame 0 is
+    not scored; a video with no visible target is skipped). `sam2rl_fast.evaluation` does
+    the tracking and scoring.
 
     `model`: a checkpoint path or a sam2 model."""
-    from sam2rl_fast.metrics import evaluate_video
+    from sam2rl_fast.evaluation import evaluate_agents
     from sam2rl_fast.model_loading import build_model
-    from sam2rl_fast.tracker import FastTracker
 
     if not isinstance(model, torch.nn.Module):
         model = build_model(str(model), config=config, device=device)
     model = model.eval()
-    table = {}
     t0 = time.perf_counter()
-    for suite in suites or list(SUITES):
-        js, jfs, names = [], [], []
-        for seed in suite_seeds(suite, "heldout", count=videos):
-            v = generate_video(suite, seed, num_frames=frames, height=size, width=size)
-            visible = np.flatnonzero(v.masks[0].reshape(v.masks.shape[1], -1).any(1))
-            if not len(visible):
-                log(f"{v.name}: no target visible on frame 0, skipped")
-                continue
-            k = int(visible[0])
-            prompt = {0: v.masks[0, k]}
-            try:
-                res = FastTracker(v.frames, agent="sam2", model=model, prompt=prompt).run()
-            except Exception as e:  # the fused attention path must not cost us the table
-                log(f"FastTracker failed on {v.name} ({type(e).__name__}: {e}); "
-                    "retrying with stock attention")
-                res = FastTracker(v.frames, agent="sam2", model=model, prompt=prompt,
-                                  fast_attention=False).run()
-            r = evaluate_video(res.masks, v.masks[:, k:k + 1], skip_first=True)
-            js.append(r["J"])
-            jfs.append(r["JF"])
-            names.append(f"{v.name}/target{k}")
+    suites = list(suites or SUITES)
+    scores = evaluate_agents(suites, ["sam2"], model, num_videos=videos, num_frames=frames,
+                             size=size, first_target_only=True, log=log)
+    table = {}
+    for suite in suites:
+        mine = [s for s in scores if s.suite == suite]
+        js, jfs = [s.J for s in mine], [s.JF for s in mine]
         table[suite] = {"J": float(np.mean(js)) if js else float("nan"),
                         "JF": float(np.mean(jfs)) if jfs else float("nan"), "videos": len(js),
-                        "J_per_video": dict(zip(names, (float(j) for j in js)))}
+                        "J_per_video": {f"{suite}-{s.seed}": float(s.J) for s in mine}}
     table["mean"] = {"J": float(np.mean([r["J"] for r in table.values()])),
-                     "JF": float(np.mean([r["JF"] for k, r in table.items() if k != "mean"])),
+                     "JF": float(np.mean([r["JF"] for r in table.values()])),
                      "videos": int(sum(r["videos"] for r in table.values()))}
     table["frames"] = frames
     table["seconds"] = time.perf_counter() - t0

@@ -31,16 +31,19 @@ class VideoScore:
     iou_per_frame: np.ndarray = field(repr=False)  # [T, n_obj]
 
 
-def prompts_from_ground_truth(masks: np.ndarray) -> dict[int, np.ndarray]:
-    """{k: mask on frame 0} for every target visible on frame 0."""
-    return {k: masks[0, k] for k in range(masks.shape[1]) if masks[0, k].any()}
+def prompts_from_ground_truth(masks: np.ndarray, first_only: bool = False) -> dict[int, np.ndarray]:
+    """{k: mask on frame 0} for every target visible on frame 0 (or the first of them)."""
+    visible = {k: masks[0, k] for k in range(masks.shape[1]) if masks[0, k].any()}
+    return dict(list(visible.items())[:1]) if first_only else visible
 
 
 def evaluate_agents(suites, agents, model, *, split="heldout", num_videos=4, num_frames=32,
-                    size=256, progress=None) -> list[VideoScore]:
+                    size=256, first_target_only=False, progress=None, log=print) -> list[VideoScore]:
     """Track `num_videos` videos of each suite with each agent; one `VideoScore` per pair.
 
     `model` is a built sam2 predictor (shared by all agents, so they differ only in memory).
+    Every target visible on frame 0 is prompted with its mask there (only the first with
+    `first_target_only`); a video with none visible is skipped.
     """
     scores = []
     jobs = [(s, seed) for s in suites for seed in suite_seeds(s, split, count=num_videos)]
@@ -51,7 +54,12 @@ def evaluate_agents(suites, agents, model, *, split="heldout", num_videos=4, num
         bar = tqdm(total=len(jobs) * len(agents), desc="evaluating", unit="run")
     for suite, seed in jobs:
         video = generate_video(suite, seed, num_frames=num_frames, height=size, width=size)
-        prompt = prompts_from_ground_truth(video.masks)
+        prompt = prompts_from_ground_truth(video.masks, first_target_only)
+        if not prompt:
+            log(f"{video.name}: no target visible on frame 0, skipped")
+            if bar is not None:
+                bar.update(len(agents))
+            continue
         gt = video.masks[:, list(prompt)]
         for agent in agents:
             res = FastTracker(video.frames, agent=agent, model=model, prompt=prompt).run()

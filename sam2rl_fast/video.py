@@ -9,6 +9,7 @@ does (PIL resize to a square, [0, 1], ImageNet mean/std).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -176,7 +177,12 @@ def preprocess_frame(frame: np.ndarray, image_size: int, device=None) -> torch.T
     from PIL import Image
 
     img = np.array(Image.fromarray(frame).resize((image_size, image_size)))
-    x = torch.from_numpy(img).to(device).permute(2, 0, 1).float() / 255.0
+    return normalize(torch.from_numpy(img).to(device).permute(2, 0, 1))
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images [..., 3, H, W] -> float32 with sam2's ImageNet mean/std."""
+    x = x.float() / 255.0
     mean = torch.tensor(IMG_MEAN, device=x.device)[:, None, None]
     std = torch.tensor(IMG_STD, device=x.device)[:, None, None]
     return (x - mean) / std
@@ -202,7 +208,7 @@ def write_video(frames: Iterable[np.ndarray], path, fps: float = 10.0) -> Path:
         s.width, s.height, s.pix_fmt = W - W % 2, H - H % 2, "yuv420p"  # 4:2:0 needs even sizes
         if s.codec_context.name == "libx264":
             s.options = {"crf": "18"}  # visually lossless: overlays keep thin mask edges
-        for f in (first, *frames):
+        for f in itertools.chain([first], frames):  # one frame at a time: streams stay streams
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[: s.height, : s.width]),
                                             format="rgb24")
             for p in s.encode(vf):

@@ -8,7 +8,6 @@ frames are decoded one at a time and dropped after use.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,29 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from sam2rl_fast.cpu_linear import packed_linears
-from sam2rl_fast.memory_bank import MemoryBank
-from sam2rl_fast.memory_attention import FastMemoryAttention
-from sam2rl_fast.memory_encodings import MemoryEncodings
 from sam2rl_fast.model_loading import build_model
-from sam2rl_fast.observation import ObservationBuilder
 from sam2rl_fast.policies import make_policy
-from sam2rl_fast.sam_heads import forward_sam_heads
-from sam2rl_fast.selection import MemorySelection, StockMemoryRule
-from sam2rl_fast.video import open_video, preprocess_frame
+from sam2rl_fast.tracking_step import Prompt, TrackingStep, pick_memory_attention
+from sam2rl_fast.video import open_video
 
 STAGES = ("decode", "preprocess", "image_encoder", "memory_attention", "sam_heads", "memory_encoder", "policy")
 
 
 class PromptError(ValueError):
     """A prompt that does not fit the video or names no object."""
-
-
-@dataclass
-class Prompt:
-    kind: str  # "mask" | "box" | "points"
-    mask: np.ndarray | None = None  # [H, W] bool
-    points: np.ndarray | None = None  # [N, 2] (x, y) pixels
-    labels: np.ndarray | None = None  # [N] int: 1 positive, 0 negative, 2/3 box corners
 
 
 @dataclass
@@ -153,16 +139,8 @@ class FastTracker:
             raise PromptError(f"prompt on frame {self.prompt_frame}, the video has "
                               f"{self.video.num_frames} frames")
         self.capacity, self.progress, self.fast_linears = capacity, progress, fast_linears
-        self.memory_attention, self.attention_impl = self._pick_attention(fast_attention)
-
-    def _pick_attention(self, fast: bool | None):
-        # Until the tensor-core CUDA kernel lands, stock's flash SDPA is the faster memory
-        # attention on GPUs (H100 bf16 at 1024 px: 6.5 ms vs 17 ms); sam2rl-fast's own is on the CPU.
-        if fast is None:
-            fast = self.device.type == "cpu"
-        if fast:
-            return FastMemoryAttention.from_sam2(self.model.memory_attention), "sam2rl_fast"
-        return self.model.memory_attention, "stock"
+        self.memory_attention, self.attention_impl = pick_memory_attention(self.model, fast_attention)
+        self.step = TrackingStep(self.model, self.memory_attention, capacity)
 
     # ------------------------------------------------------------------ public API
     def __iter__(self) -> Iterator[TrackedFrame]:
@@ -193,13 +171,11 @@ class FastTracker:
     # ------------------------------------------------------------------ the per-frame path
     @torch.inference_mode()
     def _track(self, include_untracked: bool = False) -> Iterator[TrackedFrame]:
-        m, B = self.model, len(self.obj_ids)
-        enc = MemoryEncodings.from_sam2(m)
-        stock = StockMemoryRule.from_sam2(m)
-        self.bank = bank = MemoryBank(B, enc.num_tokens, capacity=self.capacity,
-                                      ptr_capacity=stock.max_obj_ptrs, device=self.device)
-        self.policy.reset(B, self.capacity, stock)
-        self.obs = ObservationBuilder(B, self.capacity, m.mem_dim)
+        B = len(self.obj_ids)
+        step = self.step
+        step.reset(B)
+        self.bank = step.bank
+        self.policy.reset(B, self.capacity, step.stock)
         T = self.video.num_frames
         bar = None
         if self.progress:
@@ -220,11 +196,12 @@ class FastTracker:
                         t_prev = time.perf_counter()
                         continue
                     tm = {"decode": decode_ms}
-                    feats = self._encode_image(frame, B, tm)
+                    feats = step.expand(step.encode_image(frame, tm), B)
                     if f == self.prompt_frame:
-                        out = self._prompt_step(f, feats, bank, enc, stock, T, tm)
+                        low, score, iou, slots = step.prompt(f, feats, self.prompts, (self.H, self.W), T, tm)
+                        out = self._output(f, low, score, iou, slots)
                     else:
-                        out = self._track_step(f, feats, bank, enc, T, tm)
+                        out = self._track_step(f, feats, T, tm)
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     out.timings, out.image = tm, frame
@@ -238,136 +215,16 @@ class FastTracker:
             if bar is not None:
                 bar.close()
 
-    @contextlib.contextmanager
-    def _timed(self, tm, stage):
-        """Add the wall time of the block to tm[stage] (ms), synchronising CUDA at its end."""
-        t = time.perf_counter()
-        yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        tm[stage] = tm.get(stage, 0.0) + (time.perf_counter() - t) * 1e3
-
-    def _encode_image(self, frame, B, tm):
-        m = self.model
-        with self._timed(tm, "preprocess"):  # resize + normalise, as sam2's frame loader
-            img = preprocess_frame(frame, m.image_size, self.device)[None]
-        with self._timed(tm, "image_encoder"):
-            out = m.forward_image(img)
-            _, vf, vp, sizes = m._prepare_backbone_features(out)
-            # The features are shared by every object: expand, never copy (as stock does).
-            vf = [x.expand(-1, B, -1) for x in vf]
-            vp = [x.expand(-1, B, -1) for x in vp]
-        return vf, vp, sizes
-
-    @staticmethod
-    def _high_res(vf, sizes):
-        return [x.permute(1, 2, 0).view(x.size(1), x.size(2), *s) for x, s in zip(vf[:-1], sizes[:-1])]
-
-    def _prompt_step(self, f, feats, bank, enc, stock, T, tm) -> TrackedFrame:
-        """The prompted frame: SAM on the prompt (no memory), then its conditioning memory."""
-        m = self.model
-        vf, vp, sizes = feats
-        B = len(self.obj_ids)
-        lows, ptrs, scores, ious = [], [], [], []
-        with self._timed(tm, "sam_heads"):
-            for b, p in enumerate(self.prompts):  # prompts differ per object: one at a time
-                vf_b = [x[:, b:b + 1] for x in vf]
-                high_res = self._high_res(vf_b, sizes)
-                if p.kind == "mask" and m.use_mask_input_as_output_without_sam:
-                    mask = torch.from_numpy(p.mask)[None, None].float().to(self.device)
-                    if mask.shape[-2:] != (m.image_size, m.image_size):
-                        mask = F.interpolate(mask, size=(m.image_size, m.image_size), mode="bilinear",
-                                             align_corners=False, antialias=True)
-                        mask = (mask >= 0.5).float()
-                    pix = vf_b[-1].permute(1, 2, 0).view(1, m.hidden_dim, *sizes[-1])
-                    low, _, iou, _, _, ptr, score = m._use_mask_as_output(pix, high_res, mask)
-                else:
-                    pix = m._prepare_memory_conditioned_features(
-                        frame_idx=f, is_init_cond_frame=True, current_vision_feats=vf_b[-1:],
-                        current_vision_pos_embeds=[x[:, b:b + 1] for x in vp[-1:]],
-                        feat_sizes=sizes[-1:], output_dict={}, num_frames=T)
-                    pts = self._point_inputs(p)
-                    head = forward_sam_heads(m, pix, pts, None, high_res,
-                                             m._use_multimask(True, pts))
-                    low, iou, ptr, score = (head.low_res_masks, head.chosen_iou[:, None],
-                                            head.obj_ptr, head.object_score_logits)
-                lows.append(low)
-                ptrs.append(ptr)
-                scores.append(score.reshape(1))
-                ious.append(iou.reshape(1).float())
-        low = torch.cat(lows)
-        score = torch.cat(scores)
-        with self._timed(tm, "memory_encoder"):
-            # As stock's propagate preflight: encode the low-res output upsampled, binarised.
-            high = F.interpolate(low, size=(m.image_size, m.image_size), mode="bilinear",
-                                 align_corners=False)
-            mems = [m._encode_new_memory([x[:, b:b + 1] for x in vf], sizes, high[b:b + 1],
-                                         score[b:b + 1, None], is_mask_from_pts=True)[0]
-                    for b in range(B)]
-            mem = torch.cat(mems)
-        with self._timed(tm, "policy"):
-            slots, ptr_slots = stock.assign(bank, f, is_cond=True)
-            bank.append(mem, slots, frame_idx=f, is_cond=True, obj_score=score,
-                        iou=torch.cat(ious))
-            bank.append_ptr(torch.cat(ptrs), ptr_slots, frame_idx=f, is_cond=True)
-            self.obs.prompted(f, slots, low, mem)
-        return self._output(f, low, score, torch.cat(ious), np.asarray(slots))
-
-    def _point_inputs(self, p: Prompt) -> dict:
-        scale = torch.tensor([self.model.image_size / self.W, self.model.image_size / self.H])
-        coords = torch.from_numpy(p.points)[None] * scale
-        return {"point_coords": coords.to(self.device),
-                "point_labels": torch.from_numpy(p.labels)[None].to(self.device)}
-
-    def _track_step(self, f, feats, bank, enc, T, tm) -> TrackedFrame:
-        m, policy = self.model, self.policy
-        vf, vp, sizes = feats
-        B = len(self.obj_ids)
-        H, W = sizes[-1]
-        with self._timed(tm, "memory_attention"):
-            sel = policy.read_rule.select(bank, f, T)
-            pix = self._attend(sel, bank, enc, vf, vp).permute(1, 2, 0).view(B, m.hidden_dim, H, W)
-        with self._timed(tm, "sam_heads"):
-            head = forward_sam_heads(m, pix, None, None, self._high_res(vf, sizes),
-                                     m._use_multimask(False, None), choose=policy.choose_mask)
-        with self._timed(tm, "memory_encoder"):
-            mem, _ = m._encode_new_memory(vf, sizes, head.high_res_masks, head.object_score_logits,
-                                          is_mask_from_pts=False)
-        with self._timed(tm, "policy"):
-            obs = (self.obs.build(f, bank, head, mem, policy.motion_scores())
-                   if policy.needs_observation else None)
-            slots = policy.assign(bank, f, obs)
-            # mem already holds SAM 2.1's no-object embedding (added by _encode_new_memory).
-            bank.append(mem, slots, frame_idx=f, obj_score=head.object_score_logits.reshape(-1),
-                        iou=head.chosen_iou)
-            if obs is not None:
-                self.obs.stored(slots)
-            # Pointers follow the stock rule whatever the policy: the last 15 frames.
-            bank.append_ptr(head.obj_ptr, policy.stock.assign_pointers(bank, f), frame_idx=f)
+    def _track_step(self, f, feats, T, tm) -> TrackedFrame:
+        step, policy = self.step, self.policy
+        head = step.segment(f, feats, policy.read_rule, T, choose=policy.choose_mask, tm=tm)
+        mem = step.encode(feats, head, tm)
+        with step.timed(tm, "policy"):
+            obs = step.observe(f, head, mem, policy.motion_scores()) if policy.needs_observation else None
+            slots = policy.assign(step.bank, f, obs)
+            step.store(f, head, mem, slots, observed=obs is not None)
         return self._output(f, head.low_res_masks, head.object_score_logits.reshape(-1),
                             head.chosen_iou, np.asarray(slots))
-
-    def _attend(self, sel: MemorySelection, bank, enc, vf, vp) -> torch.Tensor:
-        """Memory attention for all objects; objects whose selections differ in size run in groups."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for b in range(bank.num_objects):
-            groups.setdefault((len(sel.slots[b]), len(sel.ptr_slots[b])), []).append(b)
-        if len(groups) == 1:
-            memory, memory_pos, n_ptr = bank.gather(sel, enc)
-            return self.memory_attention(curr=vf[-1:], curr_pos=vp[-1:], memory=memory,
-                                         memory_pos=memory_pos, num_obj_ptr_tokens=n_ptr)
-        out = torch.empty_like(vf[-1])
-        for objs in groups.values():
-            sub = bank.subset(objs)
-            sub_sel = MemorySelection([sel.slots[b] for b in objs], [sel.tslots[b] for b in objs],
-                                      [sel.ptr_slots[b] for b in objs], [sel.ptr_dists[b] for b in objs],
-                                      sel.max_ptrs)
-            memory, memory_pos, n_ptr = sub.gather(sub_sel, enc)
-            idx = torch.tensor(objs, device=vf[-1].device)
-            out[:, idx] = self.memory_attention(
-                curr=[vf[-1][:, idx]], curr_pos=[vp[-1][:, idx]], memory=memory,
-                memory_pos=memory_pos, num_obj_ptr_tokens=n_ptr)
-        return out
 
     def _output(self, f, low, score, iou, slots) -> TrackedFrame:
         video = F.interpolate(low.float(), size=(self.H, self.W), mode="bilinear", align_corners=False)

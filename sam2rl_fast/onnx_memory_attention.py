@@ -1,0 +1,480 @@
+"""SAM 2's memory attention as an ONNX model (export, runner and CLI hooks).
+
+Stock sam2 rotates queries and keys through complex numbers (`torch.polar`,
+`view_as_complex`), which `torch.onnx` cannot export (sam2 issues #186, #702).
+`ExportableMemoryAttention` is the same function written with real arithmetic:
+
+- RoPE rotates adjacent channel pairs (2p, 2p+1) by the angles of sam2's axial tables,
+  `(a, b) -> (a cos - b sin, a sin + b cos)`, with cos/sin computed once in float32 by
+  torch exactly as sam2 computes them and stored in the graph as constants.
+- Memory keys take the rotation of query position `i mod Nq` (sam2 tiles the query table
+  over memory frames); the last `num_obj_ptr_tokens` keys are not rotated. Both are
+  computed in the graph from `arange(M)` and the pointer count, so one exported file
+  serves any number of memory frames and pointers (a `Where` keeps the pointer keys
+  bit-identical instead of rotating them by a zero angle).
+- Cross-attention uses the exact PV shortcut (V carries no RoPE and softmax rows sum to 1):
+  `out_proj(softmax(S) @ (m Wv^T + bv)) = (softmax(S) @ m) @ (Wo Wv)^T + (Wo bv + bo)`,
+  so the PV product runs on the 64-d memory (merged weights computed in float64).
+
+Graph inputs (sequence-first, like `MemoryAttention.forward`): `curr [Nq, B, d]`,
+`memory [M, B, C]`, `curr_pos [Nq, B, d]`, `memory_pos [M, B, C]`,
+`num_obj_ptr_tokens` (int64 scalar); output `pix_feat_with_mem [Nq, B, d]`. Nq = grid^2
+is fixed at export (the RoPE tables depend on it); B and M are dynamic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sam2rl_fast.ops.memory_attention_reference import apply_rope, rope_tables
+
+INPUT_NAMES = ("curr", "memory", "curr_pos", "memory_pos", "num_obj_ptr_tokens")
+OUTPUT_NAMES = ("pix_feat_with_mem",)
+INPUT_MEANINGS = {
+    "curr": "[Nq, B, d] float32: current frame's image features (Nq = grid*grid tokens, "
+            "row-major y*grid + x)",
+    "memory": "[M, B, C] float32: spatial memories of F frames (F*Nq tokens, frame by frame), "
+              "then num_obj_ptr_tokens object-pointer tokens",
+    "curr_pos": "[Nq, B, d] float32: sine position encoding of curr",
+    "memory_pos": "[M, B, C] float32: position (+ temporal) encoding of memory",
+    "num_obj_ptr_tokens": "int64 scalar: trailing memory tokens that are object pointers "
+                          "(not rotated); a multiple of d/C, 0 <= it <= M",
+}
+OUTPUT_MEANINGS = {"pix_feat_with_mem": "[Nq, B, d] float32: curr conditioned on memory"}
+
+
+class OnnxMemoryAttentionError(ValueError):
+    """An ONNX memory-attention file or input that cannot be used."""
+
+
+# ---- the exportable module ----------------------------------------------------------------
+
+
+def _stock_memory_attention(obj) -> tuple[nn.Module, object]:
+    """(MemoryAttention, owning SAM2Base or None) of a sam2 model or MemoryAttention."""
+    from sam2.modeling.memory_attention import MemoryAttention
+    from sam2.modeling.sam2_base import SAM2Base
+
+    if isinstance(obj, SAM2Base):
+        return obj.memory_attention, obj
+    if isinstance(obj, MemoryAttention):
+        return obj, None
+    raise TypeError(f"expected a sam2 model (SAM2Base) or its MemoryAttention, got "
+                    f"{type(obj).__name__}")
+
+
+def _check_grid(grid) -> int:
+    if isinstance(grid, (tuple, list)):
+        if len(grid) != 2 or grid[0] != grid[1]:
+            raise OnnxMemoryAttentionError(
+                f"memory attention needs a square feature grid (sam2 builds its RoPE tables "
+                f"for side = sqrt(Nq)), got {tuple(grid)}")
+        grid = grid[0]
+    if int(grid) != grid or grid < 1:
+        raise OnnxMemoryAttentionError(f"grid side must be a positive integer, got {grid!r}")
+    return int(grid)
+
+
+class _Layer(nn.Module):
+    """One pre-norm MemoryAttentionLayer with copied weights (one attention head each)."""
+
+    def __init__(self, layer: nn.Module, d_model: int):
+        super().__init__()
+        sa, ca = layer.self_attn, layer.cross_attn_image
+        for i, attn in enumerate((sa, ca)):
+            if attn.num_heads != 1 or attn.internal_dim != d_model:
+                raise OnnxMemoryAttentionError(
+                    "export supports sam2's one-head RoPE attention with internal dim = d_model "
+                    "(every released config)")
+            theta = attn.compute_cis.keywords.get("theta", 10000.0)
+            if theta != 10000.0:
+                raise OnnxMemoryAttentionError(f"RoPE theta {theta}: export implements 10000")
+        self.norm1, self.norm2, self.norm3 = (copy.deepcopy(n) for n in
+                                              (layer.norm1, layer.norm2, layer.norm3))
+        self.sa_q, self.sa_k, self.sa_v, self.sa_out = (copy.deepcopy(m) for m in
+                                                        (sa.q_proj, sa.k_proj, sa.v_proj,
+                                                         sa.out_proj))
+        self.ca_q, self.ca_k = copy.deepcopy(ca.q_proj), copy.deepcopy(ca.k_proj)
+        # PV shortcut: one C -> d projection replaces v_proj then out_proj.
+        with torch.no_grad():
+            wo, wv = ca.out_proj.weight.double(), ca.v_proj.weight.double()
+            self.ca_vo = nn.Linear(wv.shape[1], wo.shape[0])
+            self.ca_vo.weight.copy_(wo @ wv)
+            self.ca_vo.bias.copy_(wo @ ca.v_proj.bias.double() + ca.out_proj.bias.double())
+        self.linear1, self.linear2 = copy.deepcopy(layer.linear1), copy.deepcopy(layer.linear2)
+        self.activation = layer.activation
+        self.pos_at_attn = layer.pos_enc_at_attn
+        self.pos_at_ca_q = layer.pos_enc_at_cross_attn_queries
+        self.pos_at_ca_k = layer.pos_enc_at_cross_attn_keys
+
+
+def _attend(q, k, v, scale: float):
+    # Explicit softmax(q k^T) v: exports to MatMul/Softmax at any opset.
+    return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1) @ v
+
+
+class ExportableMemoryAttention(nn.Module):
+    """sam2 `MemoryAttention` (eval) for a fixed square grid, with real-arithmetic RoPE.
+
+    Build with `ExportableMemoryAttention.from_sam2(model.memory_attention, grid=64)`; the
+    weights are copied (later changes to the stock module are not seen).
+    `forward(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)` takes the pointer
+    count as an int64 tensor (so it stays a graph input) and returns `[Nq, B, d]`.
+    """
+
+    def __init__(self, stock: nn.Module, grid):
+        super().__init__()
+        stock, _ = _stock_memory_attention(stock)
+        if not stock.batch_first:
+            raise OnnxMemoryAttentionError("export supports batch_first=True MemoryAttention "
+                                           "(every released sam2 config)")
+        self.grid = _check_grid(grid)
+        self.d_model = stock.d_model
+        self.mem_dim = stock.layers[0].cross_attn_image.kv_in_dim
+        self.pos_enc_at_input = stock.pos_enc_at_input
+        self.layers = nn.ModuleList(_Layer(layer, self.d_model) for layer in stock.layers)
+        self.norm = copy.deepcopy(stock.norm)
+        cos, sin = rope_tables(self.grid, self.d_model)  # [Nq, d/2], float32 as sam2
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+        self.eval()
+
+    @classmethod
+    def from_sam2(cls, memory_attention: nn.Module, grid) -> "ExportableMemoryAttention":
+        return cls(memory_attention, grid)
+
+    def forward(self, curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens):
+        Nq, d = self.cos.shape[0], self.d_model
+        scale = d ** -0.5
+        M = memory.shape[0]
+        # Key rotation tables: key i uses query position i mod Nq; pointer keys stay as they are.
+        idx = torch.arange(M, device=memory.device)
+        cos_k, sin_k = self.cos[idx % Nq], self.sin[idx % Nq]  # [M, d/2]
+        is_spatial = (idx < M - num_obj_ptr_tokens).unsqueeze(-1)  # [M, 1]
+
+        x = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
+        x, qpos = x.transpose(0, 1), curr_pos.transpose(0, 1)  # [B, Nq, d]
+        mem = memory.transpose(0, 1)  # [B, M, C]
+        mem_k = mem + memory_pos.transpose(0, 1)
+        for layer in self.layers:
+            h = layer.norm1(x)
+            qk_in = h + qpos if layer.pos_at_attn else h
+            q = apply_rope(layer.sa_q(qk_in), self.cos, self.sin)
+            k = apply_rope(layer.sa_k(qk_in), self.cos, self.sin)
+            x = x + layer.sa_out(_attend(q, k, layer.sa_v(h), scale))
+            h = layer.norm2(x)
+            q = apply_rope(layer.ca_q(h + qpos if layer.pos_at_ca_q else h), self.cos, self.sin)
+            k = layer.ca_k(mem_k if layer.pos_at_ca_k else mem)  # [B, M, d]
+            k = torch.where(is_spatial, apply_rope(k, cos_k, sin_k), k)
+            x = x + layer.ca_vo(_attend(q, k, mem, scale))
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+        return self.norm(x).transpose(0, 1)
+
+
+# ---- export ---------------------------------------------------------------------------------
+
+
+def _grid_for(owner, image_size, grid) -> int:
+    if grid is not None:
+        return _check_grid(grid)
+    stride = getattr(owner, "backbone_stride", 16)
+    if image_size is None:
+        if owner is None:
+            raise OnnxMemoryAttentionError("exporting a bare MemoryAttention needs image_size "
+                                           "(or grid): the RoPE tables depend on the grid")
+        image_size = owner.image_size
+    if int(image_size) != image_size or image_size <= 0 or image_size % stride:
+        raise OnnxMemoryAttentionError(f"image_size must be a positive multiple of the backbone "
+                                       f"stride {stride}, got {image_size!r}")
+    return int(image_size) // stride
+
+
+def _example_inputs(m: ExportableMemoryAttention, frames=2, n_ptr=8, batch=2):
+    # Sizes other than 0/1 so that the exporter keeps B and M symbolic.
+    Nq, d, C = m.grid ** 2, m.d_model, m.mem_dim
+    g = torch.Generator().manual_seed(0)
+    M = frames * Nq + n_ptr
+    return (torch.randn(Nq, batch, d, generator=g), torch.randn(M, batch, C, generator=g),
+            torch.randn(Nq, batch, d, generator=g), torch.randn(M, batch, C, generator=g),
+            torch.tensor(n_ptr, dtype=torch.int64))
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def export_memory_attention(model_or_memory_attention, path, *, image_size: int | None = None,
+                            opset: int = 17, overwrite: bool = False,
+                            config_name: str | None = None, grid=None) -> Path:
+    """Write sam2's memory attention as ONNX to `path` and return the path.
+
+    `model_or_memory_attention` is a sam2 model (SAM2Base / SAM2VideoPredictor; image_size
+    defaults to the model's) or its `MemoryAttention` (image_size or grid required).
+    The graph has dynamic batch and memory length, a float32 output equal to stock
+    `MemoryAttention.forward`, and metadata_props describing it (see `read_metadata`).
+    """
+    import onnx
+
+    path = Path(path).expanduser()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    if int(opset) < 17:
+        raise OnnxMemoryAttentionError(f"opset {opset} < 17 is not supported (LayerNormalization "
+                                       "and the exporter need 17+)")
+    stock, owner = _stock_memory_attention(model_or_memory_attention)
+    side = _grid_for(owner, image_size, grid)
+    module = ExportableMemoryAttention.from_sam2(stock, side).float().cpu()
+    if owner is not None and image_size is None:
+        image_size = owner.image_size
+    if image_size is None:
+        image_size = side * 16
+
+    batch, mem_len = torch.export.Dim("batch"), torch.export.Dim("memory_length")
+    dyn = {"curr": {1: batch}, "memory": {0: mem_len, 1: batch}, "curr_pos": {1: batch},
+           "memory_pos": {0: mem_len, 1: batch}, "num_obj_ptr_tokens": None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written next to the target, then moved into place: a failed export leaves no file.
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
+            warnings.simplefilter("ignore")
+            # torchlib implements opset 18 ops; the exporter converts the graph down to the
+            # requested opset (checked below) and logs that it does.
+            prog = torch.onnx.export(module, _example_inputs(module), dynamo=True,
+                                     dynamic_shapes=dyn, input_names=list(INPUT_NAMES),
+                                     output_names=list(OUTPUT_NAMES), opset_version=int(opset),
+                                     external_data=False, verbose=False)
+        proto = prog.model_proto
+        got = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        if got != int(opset):
+            raise OnnxMemoryAttentionError(f"the exporter produced opset {got}, not {opset}")
+        meta = {
+            "producer": "sam2rl_fast.onnx_memory_attention",
+            "sam2_config": config_name or "unknown",
+            "image_size": str(int(image_size)),
+            "grid": str(side),
+            "num_query_tokens": str(side * side),
+            "d_model": str(module.d_model),
+            "mem_dim": str(module.mem_dim),
+            "tokens_per_obj_ptr": str(module.d_model // module.mem_dim),
+            "num_layers": str(len(module.layers)),
+            "opset": str(int(opset)),
+            "input_names": json.dumps(list(INPUT_NAMES)),
+            "output_names": json.dumps(list(OUTPUT_NAMES)),
+            "inputs": json.dumps(INPUT_MEANINGS),
+            "outputs": json.dumps(OUTPUT_MEANINGS),
+        }
+        del proto.metadata_props[:]
+        for k, v in meta.items():
+            proto.metadata_props.add(key=k, value=v)
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save_model(proto, tmp)
+        if path.exists() and not overwrite:  # created meanwhile by someone else
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# ---- runner ---------------------------------------------------------------------------------
+
+
+def read_metadata(path) -> dict:
+    """metadata_props of an exported file, as a dict of strings."""
+    return {p.key: p.value for p in _load_proto(path).metadata_props}
+
+
+def _load_proto(path):
+    import onnx
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX memory attention not found: {path}")
+    try:
+        return onnx.load_model(str(path), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError and friends all mean "not an ONNX file"
+        raise OnnxMemoryAttentionError(f"{path} is not a readable ONNX model: {e}") from e
+
+
+def default_providers() -> list[str]:
+    """CUDA first when this onnxruntime has it and a CUDA device is present, then the CPU.
+
+    (onnxruntime-gpu lists its CUDA provider even without a driver, then logs a load error
+    and falls back; asking torch whether CUDA works avoids that noise.)"""
+    import onnxruntime as ort
+
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
+    return (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+
+
+class OnnxMemoryAttention:
+    """Runs an exported memory attention in onnxruntime.
+
+    `providers` defaults to CUDA when onnxruntime offers it, else the CPU; `self.provider`
+    says which one the session actually uses (onnxruntime falls back to the CPU when the
+    CUDA libraries are missing). Call with numpy arrays or torch tensors, as
+    `MemoryAttention.forward`; returns a float32 numpy array `[Nq, B, d]`.
+    """
+
+    def __init__(self, path, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path).expanduser()
+        self.metadata = {p.key: p.value for p in _load_proto(self.path).metadata_props}
+        need = ("grid", "d_model", "mem_dim", "tokens_per_obj_ptr")
+        if self.metadata.get("producer") != "sam2rl_fast.onnx_memory_attention" or any(
+                k not in self.metadata for k in need):
+            raise OnnxMemoryAttentionError(f"{self.path} is an ONNX model but not a memory "
+                                           "attention exported by sam2rl_fast")
+        providers = list(providers or default_providers())
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # the CUDA fallback is reported through self.provider
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as e:
+            if providers == ["CPUExecutionProvider"]:
+                raise OnnxMemoryAttentionError(f"onnxruntime cannot load {self.path}: {e}") from e
+            warnings.warn(f"onnxruntime providers {providers} failed ({e}); using the CPU")
+            self.session = ort.InferenceSession(str(self.path), opts,
+                                                providers=["CPUExecutionProvider"])
+        self.provider = self.session.get_providers()[0]
+        if self.provider != providers[0]:
+            warnings.warn(f"onnxruntime could not use {providers[0]}; running on {self.provider}")
+        self.grid = int(self.metadata["grid"])
+        self.d_model = int(self.metadata["d_model"])
+        self.mem_dim = int(self.metadata["mem_dim"])
+        self.tokens_per_ptr = int(self.metadata["tokens_per_obj_ptr"])
+        names = [i.name for i in self.session.get_inputs()]
+        if names != list(INPUT_NAMES):
+            raise OnnxMemoryAttentionError(f"{self.path}: inputs {names}, expected "
+                                           f"{list(INPUT_NAMES)}")
+
+    def __repr__(self):
+        return (f"OnnxMemoryAttention({str(self.path)!r}, grid={self.grid}, "
+                f"provider={self.provider})")
+
+    def check_inputs(self, curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens) -> None:
+        """Raise OnnxMemoryAttentionError for inputs the graph would mis-compute."""
+        Nq, d, C = self.grid ** 2, self.d_model, self.mem_dim
+        for name, t in (("curr", curr), ("memory", memory), ("curr_pos", curr_pos),
+                        ("memory_pos", memory_pos)):
+            if len(t.shape) != 3:
+                raise OnnxMemoryAttentionError(f"{name} must be 3-D (sequence-first), got shape "
+                                               f"{tuple(t.shape)}")
+        if tuple(curr.shape[::2]) != (Nq, d):
+            side = math.isqrt(curr.shape[0])
+            grid = "" if side * side == curr.shape[0] else " (not even a square grid)"
+            raise OnnxMemoryAttentionError(
+                f"curr must be [{Nq}, B, {d}] (this file was exported for a {self.grid}x"
+                f"{self.grid} grid), got {tuple(curr.shape)}{grid}")
+        B, M = curr.shape[1], memory.shape[0]
+        if tuple(curr_pos.shape) != tuple(curr.shape):
+            raise OnnxMemoryAttentionError(f"curr_pos {tuple(curr_pos.shape)} must match curr "
+                                           f"{tuple(curr.shape)}")
+        if tuple(memory.shape[1:]) != (B, C) or M == 0:
+            raise OnnxMemoryAttentionError(f"memory must be [M>0, {B}, {C}] (batch of curr, "
+                                           f"memory dim of the model), got {tuple(memory.shape)}")
+        if tuple(memory_pos.shape) != tuple(memory.shape):
+            raise OnnxMemoryAttentionError(f"memory_pos {tuple(memory_pos.shape)} must match "
+                                           f"memory {tuple(memory.shape)}")
+        n = int(num_obj_ptr_tokens)
+        if n != num_obj_ptr_tokens or n < 0 or n > M or n % self.tokens_per_ptr:
+            raise OnnxMemoryAttentionError(
+                f"num_obj_ptr_tokens={num_obj_ptr_tokens} must be a multiple of "
+                f"{self.tokens_per_ptr} (tokens per object pointer) in [0, M={M}]")
+        if (M - n) % Nq:
+            raise OnnxMemoryAttentionError(f"the {M - n} spatial memory tokens are not a whole "
+                                           f"number of memory frames of {Nq} tokens")
+
+    def __call__(self, curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens: int = 0):
+        arrays = [_as_float32(t) for t in (curr, memory, curr_pos, memory_pos)]
+        self.check_inputs(*arrays, num_obj_ptr_tokens)
+        feed = dict(zip(INPUT_NAMES, arrays + [np.array(int(num_obj_ptr_tokens), np.int64)]))
+        return self.session.run(list(OUTPUT_NAMES), feed)[0]
+
+
+def _as_float32(t) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu().float().numpy()
+    return np.ascontiguousarray(t, dtype=np.float32)
+
+
+# ---- CLI hooks ------------------------------------------------------------------------------
+
+
+def add_export_memory_attention_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--model", metavar="CKPT", default=None,
+                        help="Meta sam2 checkpoint (.pt) or a sam2 config name for random weights "
+                             "(e.g. sam2.1_hiera_t); default: the bundled demo model")
+    parser.add_argument("--config", default=None,
+                        help="sam2 config of the checkpoint (default: inferred from its keys)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input resolution (default: the config's); sets the grid = size/16")
+    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return parser
+
+
+def _config_name(model, config) -> str | None:
+    """The sam2 config a CLI model argument stands for (for the metadata), if known."""
+    from sam2rl_fast import model_loading as ml
+
+    if config:
+        return ml.resolve_config(config)
+    if model is None:
+        from sam2rl_fast.demo_model import bundled_checkpoint
+
+        return Path(bundled_checkpoint()[1]).name
+    s = str(model)
+    if Path(s).expanduser().is_file() and not s.endswith((".yaml", ".yml")):
+        return ml.infer_config(ml.load_state_dict(s), s)
+    return ml.resolve_config(s)
+
+
+def export_memory_attention_cli(args: argparse.Namespace) -> int:
+    """Build the model, export its memory attention; 0 on success, 2 on a user error."""
+    import sys
+
+    from sam2rl_fast.model_loading import ModelError, build_model
+
+    try:
+        out = Path(args.output).expanduser()
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        model = build_model(args.model, config=args.config, image_size=args.image_size,
+                            device="cpu")
+        config = _config_name(args.model, args.config)
+        path = export_memory_attention(model, out, image_size=args.image_size, opset=args.opset,
+                                       overwrite=args.overwrite, config_name=config)
+    except (ModelError, OnnxMemoryAttentionError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    meta = read_metadata(path)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): config {meta['sam2_config']}, "
+          f"image size {meta['image_size']}, grid {meta['grid']}x{meta['grid']}, "
+          f"d_model {meta['d_model']}, mem_dim {meta['mem_dim']}, opset {meta['opset']}")
+    return 0

@@ -440,19 +440,21 @@ def add_export_memory_attention_args(parser: argparse.ArgumentParser) -> argpars
 
 
 def _config_name(model, config) -> str | None:
-    """The sam2 config a CLI model argument stands for (for the metadata), if known."""
+    """The sam2 config a CLI model argument stands for (for the metadata): sam2's config path,
+    or the file name of a YAML config outside sam2 (the bundled demo model's)."""
     from sam2rl_fast import model_loading as ml
 
     if config:
-        return ml.resolve_config(config)
-    if model is None:
+        cfg = ml.resolve_config(config)
+    elif model is None:
         from sam2rl_fast.demo_model import bundled_checkpoint
 
-        return Path(bundled_checkpoint()[1]).name
-    s = str(model)
-    if Path(s).expanduser().is_file() and not s.endswith((".yaml", ".yml")):
-        return ml.infer_config(ml.load_state_dict(s), s)
-    return ml.resolve_config(s)
+        cfg = str(bundled_checkpoint()[1])
+    elif Path(str(model)).expanduser().is_file() and not str(model).endswith((".yaml", ".yml")):
+        cfg = ml.infer_config(ml.load_state_dict(model), str(model))
+    else:
+        cfg = ml.resolve_config(str(model))
+    return Path(cfg).name if ml.is_file_config(cfg) else cfg
 
 
 def export_memory_attention_cli(args: argparse.Namespace) -> int:

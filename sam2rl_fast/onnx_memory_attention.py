@@ -335,11 +335,11 @@ class OnnxMemoryAttention:
 
     `providers` defaults to CUDA when onnxruntime offers it, else the CPU; `self.provider`
     says which one the session actually uses (onnxruntime falls back to the CPU when the
-    CUDA libraries are missing). Call with numpy arrays or torch tensors, as
+    CUDA libraries are missing); `threads` sets onnxruntime's intra-op threads. Call with numpy arrays or torch tensors, as
     `MemoryAttention.forward`; returns a float32 numpy array `[Nq, B, d]`.
     """
 
-    def __init__(self, path, providers: list[str] | None = None):
+    def __init__(self, path, providers: list[str] | None = None, threads: int | None = None):
         import onnxruntime as ort
 
         self.path = Path(path).expanduser()
@@ -352,6 +352,8 @@ class OnnxMemoryAttention:
         providers = list(providers or default_providers())
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # the CUDA fallback is reported through self.provider
+        if threads:
+            opts.intra_op_num_threads = int(threads)
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:

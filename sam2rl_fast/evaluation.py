@@ -38,7 +38,8 @@ def prompts_from_ground_truth(masks: np.ndarray, first_only: bool = False) -> di
 
 
 def evaluate_agents(suites, agents, model, *, split="heldout", num_videos=4, num_frames=32,
-                    size=256, first_target_only=False, progress=None, log=print) -> list[VideoScore]:
+                    size=256, first_target_only=False, seeds=None, progress=None,
+                    log=print) -> list[VideoScore]:
     """Track `num_videos` videos of each suite with each agent; one `VideoScore` per pair.
 
     `model` is a built sam2 predictor (shared by all agents, so they differ only in memory).

@@ -18,7 +18,7 @@ from sam2.modeling.sam2_utils import select_closest_cond_frames
 
 @dataclass
 class MemorySelection:
-    """What one frame reads from the bank, per object (all objects read the same counts).
+    """What one frame reads from the bank, per object (gathered together when the counts agree).
 
     slots/tslots: [B][N] memory slots and their temporal-position indices, in sequence order.
     ptr_slots/ptr_dists: [B][P] pointer slots and their signed temporal distances.
@@ -31,14 +31,14 @@ class MemorySelection:
     ptr_dists: list[list[int]]
     max_ptrs: int
 
-    def __post_init__(self):
+    def index_tensors(self, bank) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Checked here, not on construction: a selection whose objects differ is valid, it
+        # is gathered in groups (TrackingStep._attend).
         for name in ("slots", "ptr_slots"):
             lens = {len(x) for x in getattr(self, name)}
             if len(lens) > 1:
                 raise ValueError(f"MemorySelection: objects read different numbers of {name} "
                                  f"({sorted(lens)}); gather them in separate groups")
-
-    def index_tensors(self, bank) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B = len(self.slots)
         if B != bank.num_objects:
             raise ValueError(f"MemorySelection for {B} objects, bank holds {bank.num_objects}")

@@ -131,6 +131,8 @@ class FastTracker:
         self.model = build_model(model, config=config, device=device, image_size=image_size)
         self.device = self.model.device
         self.policy = make_policy(agent)
+        if hasattr(self.policy, "check_model"):  # learned agents: trained for this kind of model?
+            self.policy.check_model(self.model)
         self.H, self.W = self.video.height, self.video.width
         self.prompt_frame, objs = _split_prompt(prompt)
         self.obj_ids = list(objs)

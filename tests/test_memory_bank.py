@@ -86,9 +86,10 @@ def test_select_without_prompt_is_a_clear_error():
         StockMemoryRule().select(MemoryBank(1, 16), 3)
 
 
-def test_selection_with_unequal_counts_is_rejected():
+def test_gathering_unequal_counts_at_once_is_rejected():
+    sel = MemorySelection([[0, 1], [0]], [[6, 0], [6]], [[0], [0]], [[1], [1]], 16)  # valid
     with pytest.raises(ValueError, match="different numbers of slots"):
-        MemorySelection([[0, 1], [0]], [[6, 0], [6]], [[0], [0]], [[1], [1]], 16)
+        sel.index_tensors(MemoryBank(2, 16))
 
 
 @pytest.mark.parametrize("call,match,exc", [

@@ -26,7 +26,11 @@ def make_policy(agent) -> MemoryPolicy:
         if path.suffix in (".zip", ".onnx"):
             if not path.is_file():
                 raise FileNotFoundError(f"agent file not found: {path}")
-            raise ValueError(f"{path}: loading {path.suffix} agents needs the RL/export part of "
+            if path.suffix == ".zip":
+                from sam2rl_fast.rl.agents import Sb3Policy  # needs stable-baselines3
+
+                return Sb3Policy(path)
+            raise ValueError(f"{path}: loading .onnx agents needs the export part of "
                              "sam2rl-fast, which this version does not have yet")
         raise ValueError(f"unknown agent {agent!r}: use one of {sorted(POLICIES)}, a MemoryPolicy, "
                          "or an agent file (.zip, .onnx)")

@@ -35,9 +35,21 @@ class VectorPolicy(MemoryPolicy):
         act = np.asarray(self.predict(obs.vector()), dtype=np.int64).reshape(-1)
         if act.shape != (obs.num_objects,):
             raise ValueError(f"{self.name}: predicted {act.shape} actions for {obs.num_objects} objects")
-        if ((act < 0) | (act > obs.capacity)).any():
-            raise ValueError(f"{self.name}: actions {act.tolist()} outside [0, {obs.capacity}]")
-        slot = act - 1
-        rows = np.arange(obs.num_objects)
-        pinned = (slot >= 0) & obs.slot_is_cond[rows, np.clip(slot, 0, None)]
-        return np.where(pinned, -1, slot)
+        return actions_to_slots(act, obs.slot_is_cond, obs.capacity, self.name)
+
+
+def actions_to_slots(actions, slot_is_cond: np.ndarray, capacity: int, who: str = "agent") -> np.ndarray:
+    """Actions [B] (0 = drop, k = slot k-1) -> slots [B] (-1 = not stored).
+
+    An action naming a conditioning (prompted) slot becomes -1: the prompt is never dropped."""
+    act = np.asarray(actions).reshape(-1)
+    if not np.issubdtype(act.dtype, np.integer):
+        if not np.all(np.equal(np.mod(act, 1), 0)):
+            raise ValueError(f"{who}: actions must be integers, got {act.tolist()}")
+        act = act.astype(np.int64)
+    if ((act < 0) | (act > capacity)).any():
+        raise ValueError(f"{who}: actions {act.tolist()} outside [0, {capacity}]")
+    slot = act.astype(np.int64) - 1
+    rows = np.arange(len(act))
+    pinned = (slot >= 0) & slot_is_cond[rows, np.clip(slot, 0, None)]
+    return np.where(pinned, -1, slot)

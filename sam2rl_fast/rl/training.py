@@ -1,0 +1,256 @@
+"""PPO training of memory-control agents on the batched environment.
+
+Two modes, as the issue and the SAM2RL paper frame them:
+
+- ``per-video``: one agent per video, trained on that video's episodes (the paper's
+  setting: test-time optimisation with the video's ground truth), one file per video;
+- ``multi-video``: one agent over many training videos, evaluated on held-out ones.
+
+Every run writes into its own folder: the agent file(s) (with their metadata), periodic
+checkpoints, TensorBoard logs, a CSV of finished episodes and a training-curve PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sam2rl_fast.data.synthetic import generate_video, suite_seeds
+
+MODES = ("per-video", "multi-video")
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "multi-video"
+    suites: list[str] = field(default_factory=lambda: ["occlusion", "distractor"])
+    split: str = "train"  # where the videos come from (per-video agents: usually "heldout")
+    num_videos: int = 8  # per suite
+    first_seed: int | None = None  # default: the split's first seed
+    num_frames: int = 24
+    size: int = 256
+    model: str | None = None  # None: the bundled demo model
+    num_envs: int = 16
+    total_steps: int = 20_000  # environment steps per agent
+    episode_length: int | None = None  # None: whole videos
+    random_window: bool = False
+    reward: str = "improvement"
+    capacity: int = 7
+    seed: int = 0
+    # PPO
+    n_steps: int = 66  # per env and rollout (a multiple of the episode's 22 decisions)
+    batch_size: int = 264
+    n_epochs: int = 4
+    learning_rate: float = 3e-4
+    gamma: float = 0.9
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.01
+    clip_range: float = 0.2
+    d_model: int = 64
+    checkpoint_every: int = 5_000  # environment steps
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if isinstance(self.suites, str):
+            self.suites = [self.suites]
+
+    @classmethod
+    def from_toml(cls, path, **overrides) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training config not found: {path}")
+        d = tomllib.loads(path.read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**d)
+
+    def seeds(self, suite: str) -> list[int]:
+        rng = suite_seeds(suite, self.split)
+        first = rng.start if self.first_seed is None else self.first_seed
+        if not rng.start <= first < rng.stop:
+            raise ValueError(f"first_seed {first} is outside the {self.split} seeds {rng}")
+        return list(range(first, min(rng.stop, first + self.num_videos)))
+
+
+def suite_items(cfg: TrainConfig, suites=None, split=None, count=None):
+    """(frames, masks, name) of the config's videos (first target visible on frame 0 kept first)."""
+    items = []
+    for suite in suites or cfg.suites:
+        seeds = cfg.seeds(suite) if split is None else list(suite_seeds(suite, split, count=count))
+        for seed in seeds:
+            v = generate_video(suite, seed, num_frames=cfg.num_frames, height=cfg.size, width=cfg.size)
+            items.append((v.frames, v.masks, f"{suite}-{seed}"))
+    return items
+
+
+class _Progress:
+    """SB3 callback: a tqdm bar, the episodes CSV and periodic checkpoints with metadata."""
+
+    def __new__(cls, *args, **kwargs):  # built lazily so that importing this module needs no SB3
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class Progress(BaseCallback):
+            def __init__(self, total, csv_path, ckpt_dir, every, save, desc, progress):
+                super().__init__()
+                self.total, self.every, self.save, self.desc = total, every, save, desc
+                self.csv_path, self.ckpt_dir, self.progress = csv_path, ckpt_dir, progress
+                self.bar, self.next_ckpt, self.recent = None, every, []
+
+            def _on_training_start(self):
+                if self.progress:
+                    from tqdm.auto import tqdm
+
+                    self.bar = tqdm(total=self.total, initial=self.num_timesteps, desc=self.desc,
+                                    unit="step", smoothing=0.1)
+                new = not self.csv_path.exists()
+                self.fh = open(self.csv_path, "a", newline="")
+                self.csv = csv.writer(self.fh)
+                if new:
+                    self.csv.writerow(["timesteps", "wall_s", "video", "return", "episode_iou",
+                                       "stock_episode_iou"])
+                self.t0 = time.perf_counter()
+
+            def _on_step(self):
+                for info in self.locals.get("infos", []):
+                    if "episode_iou" in info:
+                        ret = info.get("episode", {}).get("r", float("nan"))
+                        self.csv.writerow([self.num_timesteps, f"{time.perf_counter() - self.t0:.1f}",
+                                           info["video"], f"{ret:.4f}", f"{info['episode_iou']:.4f}",
+                                           f"{info.get('stock_episode_iou', float('nan')):.4f}"])
+                        self.recent = (self.recent + [info["episode_iou"] - info.get("stock_episode_iou", 0)])[-64:]
+                if self.bar is not None:
+                    self.bar.update(self.num_timesteps - self.bar.n)
+                    if self.recent:
+                        self.bar.set_postfix(gain=f"{np.mean(self.recent):+.4f}")
+                if self.every and self.num_timesteps >= self.next_ckpt:
+                    self.save(self.ckpt_dir / f"step{self.num_timesteps:08d}.zip")
+                    self.next_ckpt += self.every
+                return True
+
+            def _on_training_end(self):
+                if self.bar is not None:
+                    self.bar.close()
+                self.fh.close()
+
+        return Progress(*args, **kwargs)
+
+
+def save_agent(ppo, path, cfg: TrainConfig, model, videos: list[str], seconds: float) -> Path:
+    """Write an agent file: SB3's zip + our metadata (layout, model signature, training)."""
+    from sam2rl_fast.rl.agents import write_metadata
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.zip")
+    ppo.save(tmp)
+    write_metadata(tmp, capacity=cfg.capacity, model=model,
+                   training={"mode": cfg.mode, "videos": videos, "timesteps": int(ppo.num_timesteps),
+                             "seconds": round(seconds, 1), "reward": cfg.reward, "seed": cfg.seed,
+                             "config": dataclasses.asdict(cfg)})
+    tmp.replace(path)
+    return path
+
+
+def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent", resume=None,
+                progress: bool = True, log=print) -> Path:
+    """Train one PPO agent on `items` (video, gt[, name]); returns `out / f"{name}.zip"`."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from sam2rl_fast.rl.agents import load_sb3
+    from sam2rl_fast.rl.env import MemoryControlVecEnv
+    from sam2rl_fast.rl.policy_net import SlotPolicy
+
+    torch.manual_seed(cfg.seed)
+    venv = MemoryControlVecEnv(items, cfg.num_envs, model, episode_length=cfg.episode_length,
+                               random_window=cfg.random_window, reward=cfg.reward,
+                               capacity=cfg.capacity, progress=progress, seed=cfg.seed)
+    env = VecMonitor(venv)
+    names = [it[2] if len(it) > 2 else f"video{i}" for i, it in enumerate(items)]
+    if resume is not None:
+        ppo, _ = load_sb3(resume)
+        ppo.set_env(env)
+        log(f"resuming {resume} at {ppo.num_timesteps} steps")
+    else:
+        ppo = PPO(SlotPolicy, env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+                  learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+                  ent_coef=cfg.ent_coef, clip_range=cfg.clip_range, seed=cfg.seed, device="cpu",
+                  policy_kwargs=dict(capacity=cfg.capacity, d_model=cfg.d_model),
+                  tensorboard_log=str(out / "tensorboard"), verbose=0)
+    t0 = time.perf_counter()
+
+    def save(path):
+        return save_agent(ppo, path, cfg, model, names, time.perf_counter() - t0)
+
+    cb = _Progress(cfg.total_steps, out / f"{name}-episodes.csv", out / "checkpoints" / name,
+                   cfg.checkpoint_every, save, f"training {name}", progress)
+    remaining = max(cfg.total_steps - ppo.num_timesteps, 0)
+    try:
+        ppo.learn(remaining, callback=cb, tb_log_name=name, reset_num_timesteps=resume is None)
+    finally:
+        env.close()
+    return save(out / f"{name}.zip")
+
+
+def plot_curves(csv_paths: list[Path], png: Path, window: int = 32) -> Path:
+    """Training curve(s): episode IoU gain over the stock rule against environment steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for p in csv_paths:
+        rows = list(csv.DictReader(open(p)))
+        if not rows:
+            continue
+        x = np.array([int(r["timesteps"]) for r in rows])
+        g = np.array([float(r["episode_iou"]) - float(r["stock_episode_iou"]) for r in rows])
+        k = min(window, len(g))
+        smooth = np.convolve(g, np.ones(k) / k, mode="valid")
+        ax.plot(x[k - 1:], smooth, lw=1, label=p.stem.replace("-episodes", "") if len(csv_paths) <= 8 else None)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set(xlabel="environment steps", ylabel="episode IoU - stock rule", title="training")
+    if len(csv_paths) <= 8:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool = True, log=print) -> list[Path]:
+    """Train the config's agent(s) into folder `out`; returns the agent files."""
+    from sam2rl_fast.model_loading import build_model
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    model = build_model(cfg.model, device="cpu")
+    items = suite_items(cfg)
+    jobs = [(it[2], [it]) for it in items] if cfg.mode == "per-video" else [("agent", items)]
+    agents = []
+    for name, its in jobs:
+        final = out / f"{name}.zip"
+        if resume and final.is_file():
+            log(f"{final} exists: done")
+            agents.append(final)
+            continue
+        ckpts = sorted((out / "checkpoints" / name).glob("step*.zip")) if resume else []
+        agents.append(train_agent(cfg, its, model, out, name=name, resume=ckpts[-1] if ckpts else None,
+                                  progress=progress, log=log))
+    plot_curves(sorted(out.glob("*-episodes.csv")), out / "training-curve.png")
+    return agents

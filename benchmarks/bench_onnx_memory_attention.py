@@ -20,19 +20,23 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_memory_attention import (  # noqa: E402
+from benchmarks.bench_memory_attention import (
     device_name,
     load_average,
     time_interleaved,
 )
-from sam2rl_fast import FastMemoryAttention  # noqa: E402
-from sam2rl_fast.onnx_memory_attention import (  # noqa: E402
+from sam2rl_fast import FastMemoryAttention
+from sam2rl_fast.onnx_memory_attention import (
     OnnxMemoryAttention,
     default_providers,
     export_memory_attention,
 )
-from tests.helpers import build_random_predictor, rel_err  # noqa: E402
-from tests.ops.test_memory_attention_fast import memory_attention_inputs  # noqa: E402
+from tests.helpers import build_random_predictor, rel_err
+from tests.ops.test_memory_attention_fast import memory_attention_inputs
+
+
+def _call(fn, inputs, n_ptr):
+    return lambda: fn(*inputs, num_obj_ptr_tokens=n_ptr)
 
 
 def main():
@@ -72,11 +76,8 @@ def main():
             for n_mem in args.frames:
                 inputs = memory_attention_inputs(side, B, n_mem, n_ptr, device=dev)
                 M = inputs[1].shape[0]
-                fns = {
-                    "stock": lambda: stock(*inputs, num_obj_ptr_tokens=n_ptr),
-                    "ours": lambda: fast(*inputs, num_obj_ptr_tokens=n_ptr),
-                    "onnx": lambda: ort_ma(*inputs, num_obj_ptr_tokens=n_ptr),
-                }
+                fns = {name: _call(fn, inputs, n_ptr)
+                       for name, fn in (("stock", stock), ("ours", fast), ("onnx", ort_ma))}
                 with torch.no_grad():
                     ref = fns["stock"]().float().cpu()
                     err = rel_err(torch.from_numpy(fns["onnx"]()), ref)

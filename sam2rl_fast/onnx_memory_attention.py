@@ -93,7 +93,7 @@ class _Layer(nn.Module):
     def __init__(self, layer: nn.Module, d_model: int):
         super().__init__()
         sa, ca = layer.self_attn, layer.cross_attn_image
-        for i, attn in enumerate((sa, ca)):
+        for attn in (sa, ca):
             if attn.num_heads != 1 or attn.internal_dim != d_model:
                 raise OnnxMemoryAttentionError(
                     "export supports sam2's one-head RoPE attention with internal dim = d_model "
@@ -152,7 +152,7 @@ class ExportableMemoryAttention(nn.Module):
         self.eval()
 
     @classmethod
-    def from_sam2(cls, memory_attention: nn.Module, grid) -> "ExportableMemoryAttention":
+    def from_sam2(cls, memory_attention: nn.Module, grid) -> ExportableMemoryAttention:
         return cls(memory_attention, grid)
 
     def forward(self, curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens):

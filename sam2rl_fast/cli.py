@@ -1,4 +1,4 @@
-"""`sam2rl-fast` command line: info, track, eval, demo."""
+"""`sam2rl-fast` command line: info, track, eval, demo, train, export-memory-attention."""
 
 from __future__ import annotations
 
@@ -154,6 +154,26 @@ def _demo(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from sam2rl_fast.rl.training import TrainConfig, run_training
+
+    overrides = dict(mode=args.mode, suites=args.suite, num_videos=args.videos, total_steps=args.total_steps,
+                     num_envs=args.num_envs, seed=args.seed, model=args.model, split=args.split)
+    cfg = (TrainConfig.from_toml(args.config, **overrides) if args.config
+           else TrainConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    if args.resume:
+        if not Path(args.out).is_dir():
+            raise SystemExit(f"error: --resume: {args.out} does not exist")
+        out = Path(args.out)
+    else:
+        out = prepare_out_dir(args.out, args.overwrite)
+    agents = run_training(cfg, out, resume=args.resume, progress=not args.quiet)
+    print(f"-> {out}/ ({len(agents)} agent file(s), training-curve.png, tensorboard/, checkpoints/)")
+    for a in agents:
+        print(f"   {a}")
+    return 0
+
+
 def _add_model_args(p):
     p.add_argument("--model", default=None, help="SAM 2 checkpoint or config name (default: bundled demo model)")
     p.add_argument("--config", default=None, help="config of the checkpoint (default: inferred)")
@@ -204,6 +224,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("train", help="train memory-control agents with PPO (per-video or multi-video)")
+    p.add_argument("--config", default=None, help="TOML config (see train/configs/); flags below override it")
+    p.add_argument("--mode", choices=["per-video", "multi-video"], default=None)
+    p.add_argument("--suite", action="append", help="suite (repeatable)")
+    p.add_argument("--split", choices=["heldout", "train"], default=None, help="seeds the videos come from")
+    p.add_argument("--videos", type=int, default=None, help="videos per suite")
+    p.add_argument("--total-steps", type=int, default=None, help="environment steps per agent")
+    p.add_argument("--num-envs", type=int, default=None, help="episodes stepped as one batch")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--model", default=None, help="SAM 2 checkpoint or config (default: bundled demo model)")
+    p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue a run in --out from its last checkpoints")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train)
+
+    from sam2rl_fast.onnx_memory_attention import (add_export_memory_attention_args,
+                                                   export_memory_attention_cli)
+
+    p = sub.add_parser("export-memory-attention",
+                       help="export the model's memory attention to ONNX (RoPE as real arithmetic)")
+    add_export_memory_attention_args(p)
+    p.set_defaults(func=export_memory_attention_cli)
 
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,112 @@
+"""PPO training: a few hundred steps run, agent files round-trip and refuse the wrong tracker."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+
+from sam2rl_fast import FastTracker  # noqa: E402
+from sam2rl_fast.cli import main  # noqa: E402
+from sam2rl_fast.data.synthetic import generate_video  # noqa: E402
+from sam2rl_fast.policies import ObservationLayoutError, make_policy  # noqa: E402
+from sam2rl_fast.rl.agents import AgentFileError, Sb3Policy, load_sb3, read_metadata  # noqa: E402
+from sam2rl_fast.rl.training import TrainConfig  # noqa: E402
+from tests.helpers import build_random_predictor  # noqa: E402
+
+SMOKE = Path(__file__).resolve().parents[1] / "train" / "configs" / "smoke.toml"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "run"
+    assert main(["train", "--config", str(SMOKE), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def video():
+    return generate_video("occlusion", 1_000_000, num_frames=8, height=128, width=128)
+
+
+def test_training_writes_agent_checkpoints_logs_and_curve(run):
+    cfg = TrainConfig.from_toml(SMOKE)
+    agent = run / "occlusion-1000000.zip"
+    assert agent.is_file() and (run / "training-curve.png").stat().st_size > 0
+    assert list((run / "checkpoints" / "occlusion-1000000").glob("step*.zip"))
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+    rows = (run / "occlusion-1000000-episodes.csv").read_text().splitlines()
+    assert len(rows) - 1 == cfg.total_steps // (cfg.num_envs * (cfg.num_frames - 2)) * cfg.num_envs
+    meta = read_metadata(agent)
+    assert meta["layout"] == "sam2rl-fast/memory-obs/v1" and meta["capacity"] == 7
+    assert meta["model"]["image_size"] == 256 and meta["training"]["timesteps"] >= cfg.total_steps
+    assert meta["training"]["videos"] == ["occlusion-1000000"]
+
+
+def test_agent_file_round_trip_and_tracker(run, video):
+    path = run / "occlusion-1000000.zip"
+    ppo, _ = load_sb3(path)
+    pol = Sb3Policy(path)
+    obs = np.random.default_rng(0).uniform(-1, 1.5, (256, 64)).astype(np.float32)
+    np.testing.assert_array_equal(pol.predict(obs), ppo.predict(obs, deterministic=True)[0])
+    assert isinstance(make_policy(str(path)), Sb3Policy)
+    res = FastTracker(video.frames, agent=str(path), prompt={0: video.masks[0, 0]}).run()
+    assert res.decisions.shape == (8, 1) and ((res.decisions[1:] >= -1) & (res.decisions[1:] < 7)).all()
+
+
+def test_agent_for_another_layout_or_model_is_rejected(run, video, tmp_path):
+    path = run / "occlusion-1000000.zip"
+    with pytest.raises(ObservationLayoutError, match="bank of 7 slots"):
+        FastTracker(video.frames, agent=str(path), prompt={0: video.masks[0, 0]}, capacity=8).run()
+    other = build_random_predictor("sam2.1", 128)
+    with pytest.raises(ObservationLayoutError, match="different SAM 2 model"):
+        FastTracker(video.frames, agent=str(path), model=other, prompt={0: video.masks[0, 0]})
+    # An edited layout version in the metadata.
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "sam2rl_fast.json":
+                meta = json.loads(data)
+                meta["layout"] = "sam2rl-fast/memory-obs/v0"
+                data = json.dumps(meta)
+            zout.writestr(item, data)
+    with pytest.raises(ObservationLayoutError, match="memory-obs/v0"):
+        make_policy(str(bad))
+
+
+def test_bad_agent_files_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        make_policy(str(tmp_path / "missing.zip"))
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(AgentFileError, match="not a readable agent"):
+        make_policy(str(junk))
+    plain = tmp_path / "plain.zip"
+    with zipfile.ZipFile(plain, "w") as z:
+        z.writestr("data", "{}")
+    with pytest.raises(AgentFileError, match="not a sam2rl-fast agent"):
+        make_policy(str(plain))
+
+
+def test_train_refuses_to_overwrite_and_resumes(run, capsys):
+    before = (run / "occlusion-1000000.zip").stat().st_mtime
+    with pytest.raises(SystemExit, match="already exists"):
+        main(["train", "--config", str(SMOKE), "--out", str(run), "--quiet"])
+    assert (run / "occlusion-1000000.zip").stat().st_mtime == before  # nothing touched
+    assert main(["train", "--config", str(SMOKE), "--out", str(run), "--resume", "--quiet"]) == 0
+    assert "exists: done" in capsys.readouterr().out
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "c.toml"
+    bad.write_text('mode = "per-video"\nlearning_rat = 1e-3\n')
+    with pytest.raises(ValueError, match="unknown settings"):
+        TrainConfig.from_toml(bad)
+    with pytest.raises(ValueError, match="mode"):
+        TrainConfig(mode="per-episode")
+    with pytest.raises(FileNotFoundError):
+        TrainConfig.from_toml(tmp_path / "none.toml")

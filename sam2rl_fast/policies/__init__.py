@@ -30,8 +30,9 @@ def make_policy(agent) -> MemoryPolicy:
                 from sam2rl_fast.rl.agents import Sb3Policy  # needs stable-baselines3
 
                 return Sb3Policy(path)
-            raise ValueError(f"{path}: loading .onnx agents needs the export part of "
-                             "sam2rl-fast, which this version does not have yet")
+            from sam2rl_fast.onnx_agent import OnnxPolicy  # needs onnx and onnxruntime
+
+            return OnnxPolicy(path)
         raise ValueError(f"unknown agent {agent!r}: use one of {sorted(POLICIES)}, a MemoryPolicy, "
                          "or an agent file (.zip, .onnx)")
     raise TypeError(f"agent must be a name, a MemoryPolicy or a path, got {type(agent).__name__}")

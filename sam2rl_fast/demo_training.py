@@ -267,6 +267,7 @@ class TrainConfig:
     overwrite: bool = False
     config: str | None = None
     init: str | None = None  # warm start from this checkpoint (a second training stage)
+    suite_weights: dict | None = None  # training mix (default SUITE_WEIGHTS)
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float,
@@ -393,7 +394,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     n_params = count_parameters(model)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    data = ClipDataset(cfg.seed, cfg.frames, model.image_size)
+    data = ClipDataset(cfg.seed, cfg.frames, model.image_size, cfg.suite_weights)
     loader = make_loader(data, cfg.batch, workers)
     log(f"demo model: {n_params / 1e6:.2f}M parameters, image size {model.image_size}, "
         f"device {device} ({'bf16 autocast' if amp else 'fp32'}), batch {cfg.batch} clips x "

@@ -48,7 +48,15 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--config", default=None, help="model YAML (default: the packaged demo config)")
     p.add_argument("--init", default=None, help="warm start from this checkpoint (a second stage)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--suites", default=None,
+                   help="training mix, e.g. 'distractor=0.5,mixed=0.3,easy=0.2' (default: the standard mix)")
     a = p.parse_args(argv)
+    weights = None
+    if a.suites:
+        try:
+            weights = {k: float(v) for k, v in (kv.split("=") for kv in a.suites.split(","))}
+        except ValueError:
+            p.error(f"--suites: expected suite=weight,..., got {a.suites!r}")
     minutes = a.minutes if a.minutes and a.minutes > 0 else None
     if minutes is None and a.max_steps is None:
         p.error("give --minutes > 0 and/or --max-steps")
@@ -58,7 +66,7 @@ def parse_args(argv=None) -> TrainConfig:
                        grad_clip=a.grad_clip, box_prob=a.box_prob, workers=a.workers,
                        eval_videos=a.eval_videos, eval_frames=a.eval_frames,
                        log_every=a.log_every, overwrite=a.overwrite, config=a.config,
-                       init=a.init)
+                       init=a.init, suite_weights=weights)
 
 
 def main(argv=None) -> int:

@@ -33,10 +33,15 @@ class OnnxAgent:
         available = ort.get_available_providers()
         providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                                   if p in available]
+        # onnxruntime-gpu lists CUDA even where its libraries are missing, logs an error and
+        # falls back to the CPU: keep that quiet, self.provider says where it runs.
+        ort.set_default_logger_severity(4)
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # ort raises its own types for missing/corrupt files
             raise ValueError(f"onnxruntime cannot load {path}: {e}") from e
+        finally:
+            ort.set_default_logger_severity(2)
         self.provider = self.session.get_providers()[0]
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("format") != FORMAT:

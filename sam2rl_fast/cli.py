@@ -1,4 +1,4 @@
-"""`sam2rl-fast` command line: info, track, eval, demo, train, export-memory-attention."""
+"""`sam2rl-fast` command line: info, track, eval, demo, train, export, export-memory-attention."""
 
 from __future__ import annotations
 
@@ -241,8 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 
+    from sam2rl_fast.onnx_agent import add_export_args, export_cli
     from sam2rl_fast.onnx_memory_attention import (add_export_memory_attention_args,
                                                    export_memory_attention_cli)
+
+    p = sub.add_parser("export", help="export a trained agent (.zip) to ONNX for onnxruntime")
+    add_export_args(p)
+    p.set_defaults(func=export_cli)
 
     p = sub.add_parser("export-memory-attention",
                        help="export the model's memory attention to ONNX (RoPE as real arithmetic)")

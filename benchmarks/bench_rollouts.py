@@ -1,0 +1,119 @@
+"""Environment steps per second: the fast rollout path against the naive one.
+
+Same model (the bundled demo model, 256 px), same synthetic video, same random decisions.
+
+- fast: `MemoryControlVecEnv` - backbone features cached once per video, N episodes
+  stepped as one batch through sam2rl-fast's memory attention and oneDNN linears;
+- naive: what an environment built on stock sam2 does - the image encoder runs on every
+  step, one episode at a time, stock MemoryAttention, eager linears (the same decision
+  and reward code, so the two produce the same rewards: checked below);
+- stock propagate: `SAM2VideoPredictor.propagate_in_video` frames per second on the same
+  video (a stock-predictor environment cannot step faster than it tracks).
+
+    python benchmarks/bench_rollouts.py [--lanes 1 8 16 32] [--frames 24] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sam2rl_fast.data.synthetic import generate_video  # noqa: E402
+from sam2rl_fast.model_loading import build_model  # noqa: E402
+from sam2rl_fast.rl import EpisodeBatch, EpisodeVideo, FeatureCache, Lane  # noqa: E402
+from sam2rl_fast.tracking_step import TrackingStep  # noqa: E402
+from tests.helpers import write_jpeg_folder  # noqa: E402
+
+
+class EncodeEveryStep:
+    """Stands in for cached features: runs the image encoder whenever a frame is asked for."""
+
+    def __init__(self, frames, model):
+        self.video, self.step = frames, TrackingStep(model, None)
+        self.num_frames = len(frames)
+
+    def frames(self, idx):
+        assert len(idx) == 1, "the naive path steps one episode at a time"
+        return self.step.encode_image(self.video[idx[0]])
+
+
+def run_episodes(batch: EpisodeBatch, lanes, actions) -> tuple[float, np.ndarray]:
+    """Seconds for the episodes' steps (reset included) and their rewards [steps, N]."""
+    t0 = time.perf_counter()
+    batch.reset(lanes)
+    rewards = [batch.step(a)[1] for a in actions]
+    return time.perf_counter() - t0, np.stack(rewards)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lanes", type=int, nargs="+", default=[1, 8, 16, 32])
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--naive-episodes", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+
+    model = build_model(None, device=args.device)
+    v = generate_video("occlusion", 1_000_000, num_frames=args.frames, height=256, width=256)
+    steps = args.frames - 2
+    rng = np.random.default_rng(0)
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, device {args.device}, demo model 256 px, "
+          f"{args.frames}-frame episodes ({steps} decisions), {time.strftime('%Y-%m-%d')}")
+
+    t0 = time.perf_counter()
+    feats = FeatureCache(model, progress=False).get(v.frames)
+    cache_s = time.perf_counter() - t0
+    print(f"feature cache: {cache_s:.2f} s for {args.frames} frames "
+          f"({feats.nbytes / 2**20:.1f} MiB), once per video")
+
+    # naive: one episode at a time, image encoder every step, stock attention, eager linears
+    naive = EpisodeBatch([EpisodeVideo(v.masks, EncodeEveryStep(v.frames, model), "v")], model, 1,
+                         reward="iou", fast_attention=False, fast_linears=False)
+    acts = rng.integers(0, 8, (args.naive_episodes, steps, 1))
+    run_episodes(naive, [Lane(0, 0, 0)], acts[0][:3])  # warm-up
+    secs, naive_r = 0.0, []
+    for e in range(args.naive_episodes):
+        s, r = run_episodes(naive, [Lane(0, 0, 0)], acts[e])
+        secs += s
+        naive_r.append(r[:, 0])
+    naive.close()
+    naive_rate = args.naive_episodes * steps / secs
+    print(f"\n{'path':<34}{'lanes':>6}{'steps/s':>10}{'vs naive':>10}{'max |dr|':>10}")
+    print(f"{'naive (stock modules, no cache)':<34}{1:>6}{naive_rate:>10.1f}{1.0:>9.2f}x{'-':>10}")
+
+    fast_video = [EpisodeVideo(v.masks, feats, "v")]
+    for n in args.lanes:
+        fast = EpisodeBatch(fast_video, model, n, reward="iou")
+        a = rng.integers(0, 8, (steps, n))
+        a[:, 0] = acts[0][:, 0]  # lane 0 repeats the naive run's first episode
+        run_episodes(fast, [Lane(0, 0, 0)] * n, a[:3])  # warm-up
+        s, r = run_episodes(fast, [Lane(0, 0, 0)] * n, a)
+        fast.close()
+        rate = n * steps / s
+        diff = float(np.abs(r[:, 0] - naive_r[0]).max())
+        print(f"{'fast (cached, batched)':<34}{n:>6}{rate:>10.1f}{rate / naive_rate:>9.2f}x{diff:>10.1e}")
+
+    # stock propagate_in_video on the same video (JPEG folder, as sam2 reads videos)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_jpeg_folder(v.frames, Path(tmp))
+        state = model.init_state(str(folder))
+        model.add_new_mask(state, 0, 0, v.masks[0, 0])
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            n = sum(1 for _ in model.propagate_in_video(state))
+        rate = (n - 1) / (time.perf_counter() - t0)
+    print(f"{'stock propagate_in_video (fps)':<34}{1:>6}{rate:>10.1f}{rate / naive_rate:>9.2f}x{'-':>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -175,3 +175,14 @@ def test_bad_input_is_a_clear_error(video, model, cache):
     b = EpisodeBatch(vids, model)
     with pytest.raises(RuntimeError, match="reset"):
         b.step([0])
+
+
+def test_memory_headroom_measures_fixed_rules_against_stock(video, model, cache):
+    from sam2rl_fast.rl.headroom import memory_headroom
+
+    vids = prepare_videos([(video.frames, video.masks, "v")], model, cache=cache)
+    (row,) = memory_headroom(vids, model, samples=3, progress=False)
+    env = _env(video, model, reward="improvement")
+    _, r, _, _ = _rollout(env, [0] * (T - 2), options={"start": 0, "obj": 0})
+    assert row.drop == pytest.approx(r.mean(), abs=1e-6)  # "drop" = always action 0
+    assert row.random_best >= row.random_mean and np.isfinite(row.stock) and row.max_pixels >= 0

@@ -92,10 +92,21 @@ def _split_prompt(prompt) -> tuple[int, dict]:
         raise PromptError("prompt must be a non-empty dict {obj_id: mask | box | (points, labels)} "
                           "or {frame_idx: {obj_id: ...}}")
     if all(isinstance(v, dict) for v in prompt.values()):
-        frames = {int(f): v for f, v in prompt.items() if v}
-        if len(frames) != 1:
-            raise PromptError(f"prompts on frames {sorted(frames)}: this version tracks objects "
-                              "prompted on one frame; prompt every object on the same frame")
+        frames = {int(f): v for f, v in sorted(prompt.items()) if v}
+        if not frames:
+            raise PromptError("every frame's prompt dict is empty: name at least one object")
+        first, *later = frames
+        known = set(frames[first])
+        for f in later:
+            unknown = sorted(set(frames[f]) - known, key=str)
+            if unknown:  # an object that does not exist when tracking starts
+                raise PromptError(f"prompt for unknown object(s) {unknown} on frame {f}: every "
+                                  f"object starts on the first prompted frame ({first}), where "
+                                  f"the objects are {sorted(known, key=str)}")
+        if later:
+            raise PromptError(f"corrections on frames {later}: this version takes prompts on "
+                              f"one frame only (frame {first}); track again from a later frame "
+                              "to re-prompt an object")
         (f, objs), = frames.items()
         if f < 0:
             raise PromptError(f"prompt frame {f} is negative")

@@ -147,8 +147,12 @@ def test_bad_prompts():
         make({0: np.zeros((96, 128), bool)})
     with pytest.raises(PromptError, match="outside"):
         make({0: ([[200, 5]], [1])})
-    with pytest.raises(PromptError, match="one frame"):
+    with pytest.raises(PromptError, match=r"unknown object\(s\) \[2\] on frame 2"):
         make({0: {1: masks[0, 0]}, 2: {2: masks[2, 0]}})
+    with pytest.raises(PromptError, match=r"corrections on frames \[2\]"):
+        make({0: {1: masks[0, 0]}, 2: {1: masks[2, 0]}})
+    with pytest.raises(PromptError, match="empty"):
+        make({0: {}})
     with pytest.raises(PromptError, match="has 3 frames"):
         make({5: {1: masks[0, 0]}})
     with pytest.raises(PromptError, match="non-empty dict"):

@@ -114,7 +114,7 @@ class TrackingStep:
         conditioning memory stored. Returns (low-res logits [B,1,h,w], object scores [B],
         predicted IoUs [B], slots [B])."""
         m = self.model
-        vf, vp, sizes = feats
+        vf, _, sizes = feats
         B = len(prompts)
         lows, ptrs, scores, ious = [], [], [], []
         with self.timed(tm, "sam_heads"):

@@ -6,15 +6,21 @@ import torch
 
 pytest.importorskip("stable_baselines3")
 
-from stable_baselines3.common.env_checker import check_env  # noqa: E402
+from stable_baselines3.common.env_checker import check_env
 
-from sam2rl_fast import FastTracker  # noqa: E402
-from sam2rl_fast.data.synthetic import generate_video  # noqa: E402
-from sam2rl_fast.metrics import iou  # noqa: E402
-from sam2rl_fast.model_loading import build_model  # noqa: E402
-from sam2rl_fast.policies import VectorPolicy  # noqa: E402
-from sam2rl_fast.rl import EpisodeBatch, FeatureCache, Lane, MemoryControlEnv, MemoryControlVecEnv  # noqa: E402
-from sam2rl_fast.rl.env import prepare_videos  # noqa: E402
+from sam2rl_fast import FastTracker
+from sam2rl_fast.data.synthetic import generate_video
+from sam2rl_fast.metrics import iou
+from sam2rl_fast.model_loading import build_model
+from sam2rl_fast.policies import VectorPolicy
+from sam2rl_fast.rl import (
+    EpisodeBatch,
+    FeatureCache,
+    Lane,
+    MemoryControlEnv,
+    MemoryControlVecEnv,
+)
+from sam2rl_fast.rl.env import prepare_videos
 
 T = 10
 

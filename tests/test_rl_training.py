@@ -9,13 +9,13 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
-from sam2rl_fast import FastTracker  # noqa: E402
-from sam2rl_fast.cli import main  # noqa: E402
-from sam2rl_fast.data.synthetic import generate_video  # noqa: E402
-from sam2rl_fast.policies import ObservationLayoutError, make_policy  # noqa: E402
-from sam2rl_fast.rl.agents import AgentFileError, Sb3Policy, load_sb3, read_metadata  # noqa: E402
-from sam2rl_fast.rl.training import TrainConfig  # noqa: E402
-from tests.helpers import build_random_predictor  # noqa: E402
+from sam2rl_fast import FastTracker
+from sam2rl_fast.cli import main
+from sam2rl_fast.data.synthetic import generate_video
+from sam2rl_fast.policies import ObservationLayoutError, make_policy
+from sam2rl_fast.rl.agents import AgentFileError, Sb3Policy, load_sb3, read_metadata
+from sam2rl_fast.rl.training import TrainConfig
+from tests.helpers import build_random_predictor
 
 SMOKE = Path(__file__).resolve().parents[1] / "train" / "configs" / "smoke.toml"
 

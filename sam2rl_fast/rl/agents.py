@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2rl_fast.policies.base import OBS_LAYOUT, ObservationLayoutError, check_layout, obs_size
+from sam2rl_fast.policies.base import (
+    OBS_LAYOUT,
+    ObservationLayoutError,
+    check_layout,
+    obs_size,
+)
 from sam2rl_fast.policies.learned import VectorPolicy
 
 META_NAME = "sam2rl_fast.json"

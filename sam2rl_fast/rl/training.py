@@ -16,11 +16,11 @@ import csv
 import dataclasses
 import json
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 from sam2rl_fast.data.synthetic import generate_video, suite_seeds
 
@@ -63,7 +63,7 @@ class TrainConfig:
             self.suites = [self.suites]
 
     @classmethod
-    def from_toml(cls, path, **overrides) -> "TrainConfig":
+    def from_toml(cls, path, **overrides) -> TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"training config not found: {path}")
@@ -114,7 +114,7 @@ class _Progress:
                     self.bar = tqdm(total=self.total, initial=self.num_timesteps, desc=self.desc,
                                     unit="step", smoothing=0.1)
                 new = not self.csv_path.exists()
-                self.fh = open(self.csv_path, "a", newline="")
+                self.fh = open(self.csv_path, "a", newline="")  # noqa: SIM115 - open for the whole run
                 self.csv = csv.writer(self.fh)
                 if new:
                     self.csv.writerow(["timesteps", "wall_s", "video", "return", "episode_iou",
@@ -213,7 +213,8 @@ def plot_curves(csv_paths: list[Path], png: Path, window: int = 32) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for p in csv_paths:
-        rows = list(csv.DictReader(open(p)))
+        with open(p, newline="") as fh:
+            rows = list(csv.DictReader(fh))
         if not rows:
             continue
         x = np.array([int(r["timesteps"]) for r in rows])

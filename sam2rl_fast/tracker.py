@@ -120,8 +120,9 @@ class FastTracker:
     Args:
         video: a video file, a folder of JPEG/PNG frames, an array [T, H, W, 3] or an
             iterable of frames (a stream).
-        agent: the memory policy: "sam2" (stock rule, exactly), "samurai", "dam4sam", or a
-            `MemoryPolicy`.
+        agent: the memory policy: "sam2" (stock rule, exactly), "samurai", "dam4sam", a
+            `MemoryPolicy`, or a trained agent file: `.zip` (`sam2rl-fast train`) or
+            `.onnx` (`sam2rl-fast export`), refused if trained for another layout or model.
         model: a Meta checkpoint path, a sam2 config name (random weights), a sam2 model,
             or None for the bundled demo model.
         prompt: {obj_id: p} on frame 0, or {frame_idx: {obj_id: p}}; p is a bool mask [H, W],

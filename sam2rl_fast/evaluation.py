@@ -44,10 +44,12 @@ def evaluate_agents(suites, agents, model, *, split="heldout", num_videos=4, num
 
     `model` is a built sam2 predictor (shared by all agents, so they differ only in memory).
     Every target visible on frame 0 is prompted with its mask there (only the first with
-    `first_target_only`); a video with none visible is skipped.
+    `first_target_only`); a video with none visible is skipped. `seeds` replaces the
+    split's first `num_videos` seeds.
     """
     scores = []
-    jobs = [(s, seed) for s in suites for seed in suite_seeds(s, split, count=num_videos)]
+    jobs = [(s, seed) for s in suites
+            for seed in (seeds if seeds is not None else suite_seeds(s, split, count=num_videos))]
     bar = None
     if progress:
         from tqdm.auto import tqdm

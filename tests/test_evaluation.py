@@ -48,3 +48,12 @@ def test_demo_without_a_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--device", "cpu", "--quiet", "--out", str(tmp_path / "d")]) == 2
     assert "bundled demo model" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_evaluate_agents_on_given_seeds():
+    from sam2rl_fast.evaluation import evaluate_agents
+    from sam2rl_fast.model_loading import build_model
+
+    scores = evaluate_agents(["occlusion"], ["sam2"], build_model(None, device="cpu"), seeds=[1_000_003],
+                             num_frames=4, size=128, log=lambda m: None)
+    assert [(s.suite, s.seed, s.agent) for s in scores] == [("occlusion", 1_000_003, "sam2")]

@@ -67,7 +67,8 @@ def evaluate_agents(suites, agents, model, *, split="heldout", num_videos=4, num
         for agent in agents:
             res = FastTracker(video.frames, agent=agent, model=model, prompt=prompt).run()
             m = evaluate_video(res.masks, gt)
-            name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
+            name = (Path(agent).name if isinstance(agent, (str, Path)) and Path(agent).suffix in (".zip", ".onnx")
+                    else agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__))
             scores.append(VideoScore(suite, seed, str(name), m["J"], m["F"], m["JF"], res.fps,
                                      m["iou_per_frame"]))
             if bar is not None:

@@ -100,10 +100,11 @@ class ObservationBuilder:
         return torch.where(nonempty, v, torch.ones_like(v)).cpu().numpy().astype(np.float32)
 
     def prompted(self, frame_idx: int, slots, low_res_masks: torch.Tensor, mem: torch.Tensor) -> None:
-        """Record the prompted frame's memories (stored in `slots`, no decision involved)."""
+        """Record a prompted frame's memories (stored in `slots`, -1 = lane not prompted)."""
         area, cen, d = self.candidate_stats(low_res_masks, mem)
         self._store(slots, frame_idx, area, cen, d)
-        self.prev_centroid = cen
+        lanes = np.asarray(slots) >= 0
+        self.prev_centroid = np.where(lanes[:, None], cen, self.prev_centroid)
 
     def stored(self, slots) -> None:
         """Record where the candidate of the last `build` went; slot -1 = not stored."""

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from sam2rl_fast.cpu_linear import packed_linears
 from sam2rl_fast.model_loading import build_model
-from sam2rl_fast.policies import make_policy
+from sam2rl_fast.policies import VectorPolicy, make_policy
 from sam2rl_fast.tracking_step import Prompt, TrackingStep, pick_memory_attention
 from sam2rl_fast.video import open_video
 
@@ -87,31 +87,27 @@ def _parse_prompt(p, H: int, W: int, obj) -> Prompt:
                       f"or (points [N, 2], labels [N]); got {type(p).__name__}")
 
 
-def _split_prompt(prompt) -> tuple[int, dict]:
+def _split_prompt(prompt) -> tuple[int, dict, dict]:
+    """(first prompted frame, {obj: p} on it, {later frame: {obj: p}} corrections)."""
     if not isinstance(prompt, dict) or not prompt:
         raise PromptError("prompt must be a non-empty dict {obj_id: mask | box | (points, labels)} "
                           "or {frame_idx: {obj_id: ...}}")
-    if all(isinstance(v, dict) for v in prompt.values()):
-        frames = {int(f): v for f, v in sorted(prompt.items()) if v}
-        if not frames:
-            raise PromptError("every frame's prompt dict is empty: name at least one object")
-        first, *later = frames
-        known = set(frames[first])
-        for f in later:
-            unknown = sorted(set(frames[f]) - known, key=str)
-            if unknown:  # an object that does not exist when tracking starts
-                raise PromptError(f"prompt for unknown object(s) {unknown} on frame {f}: every "
-                                  f"object starts on the first prompted frame ({first}), where "
-                                  f"the objects are {sorted(known, key=str)}")
-        if later:
-            raise PromptError(f"corrections on frames {later}: this version takes prompts on "
-                              f"one frame only (frame {first}); track again from a later frame "
-                              "to re-prompt an object")
-        (f, objs), = frames.items()
-        if f < 0:
-            raise PromptError(f"prompt frame {f} is negative")
-        return f, objs
-    return 0, prompt
+    if not all(isinstance(v, dict) for v in prompt.values()):
+        return 0, prompt, {}
+    frames = {int(f): v for f, v in sorted(prompt.items()) if v}
+    if not frames:
+        raise PromptError("every frame's prompt dict is empty: name at least one object")
+    first, *later = frames
+    if first < 0:
+        raise PromptError(f"prompt frame {first} is negative")
+    known = set(frames[first])
+    for f in later:
+        unknown = sorted(set(frames[f]) - known, key=str)
+        if unknown:  # an object that does not exist when tracking starts
+            raise PromptError(f"prompt for unknown object(s) {unknown} on frame {f}: every "
+                              f"object starts on the first prompted frame ({first}), where "
+                              f"the objects are {sorted(known, key=str)}")
+    return first, frames[first], {f: frames[f] for f in later}
 
 
 class FastTracker:
@@ -126,7 +122,10 @@ class FastTracker:
         model: a Meta checkpoint path, a sam2 config name (random weights), a sam2 model,
             or None for the bundled demo model.
         prompt: {obj_id: p} on frame 0, or {frame_idx: {obj_id: p}}; p is a bool mask [H, W],
-            a box (x0, y0, x1, y1) or (points [N, 2], labels [N]), in video pixels.
+            a box (x0, y0, x1, y1) or (points [N, 2], labels [N]), in video pixels. Every
+            object starts on the first prompted frame; prompts on later frames correct
+            objects there (a new conditioning memory each, as stock's prompts on frames it
+            has not tracked yet).
         device: where to run (default: CUDA if available).
         capacity: memory slots per object (stock SAM 2 reads 1 prompt + 6 recent = 7).
         fast_attention: use sam2rl-fast's fused memory attention (default None: on the CPU,
@@ -146,9 +145,17 @@ class FastTracker:
         if hasattr(self.policy, "check_model"):  # learned agents: trained for this kind of model?
             self.policy.check_model(self.model)
         self.H, self.W = self.video.height, self.video.width
-        self.prompt_frame, objs = _split_prompt(prompt)
+        self.prompt_frame, objs, later = _split_prompt(prompt)
         self.obj_ids = list(objs)
         self.prompts = [_parse_prompt(objs[o], self.H, self.W, o) for o in self.obj_ids]
+        # Corrections: {frame: [Prompt | None per object]}, each a new conditioning memory.
+        self.corrections = {f: [_parse_prompt(c[o], self.H, self.W, o) if o in c else None
+                                for o in self.obj_ids] for f, c in later.items()}
+        if self.corrections and not isinstance(self.policy, VectorPolicy):
+            # Each correction frame pins one more memory per object; the stock rule still
+            # needs its 6 recent ones. (A learned agent's bank size is its layout's: there,
+            # corrections take replaceable slots.)
+            capacity += len(self.corrections)
         if self.video.num_frames is not None and self.prompt_frame >= self.video.num_frames:
             raise PromptError(f"prompt on frame {self.prompt_frame}, the video has "
                               f"{self.video.num_frames} frames")
@@ -187,7 +194,7 @@ class FastTracker:
     def _track(self, include_untracked: bool = False) -> Iterator[TrackedFrame]:
         B = len(self.obj_ids)
         step = self.step
-        step.reset(B)
+        step.reset(B, extra_cond=len(self.corrections))
         self.bank = step.bank
         self.policy.reset(B, self.capacity, step.stock)
         T = self.video.num_frames
@@ -212,8 +219,11 @@ class FastTracker:
                     tm = {"decode": decode_ms}
                     feats = step.expand(step.encode_image(frame, tm), B)
                     if f == self.prompt_frame:
-                        low, score, iou, slots = step.prompt(f, feats, self.prompts, (self.H, self.W), T, tm)
+                        _, low, score, iou, slots = step.prompt(f, feats, self.prompts, (self.H, self.W),
+                                                                T, tm)
                         out = self._output(f, low, score, iou, slots)
+                    elif f in self.corrections:
+                        out = self._correction_step(f, feats, T, tm, self.corrections[f])
                     else:
                         out = self._track_step(f, feats, T, tm)
                     if self.device.type == "cuda":
@@ -239,6 +249,27 @@ class FastTracker:
             step.store(f, head, mem, slots, observed=obs is not None)
         return self._output(f, head.low_res_masks, head.object_score_logits.reshape(-1),
                             head.chosen_iou, np.asarray(slots))
+
+    def _correction_step(self, f, feats, T, tm, prompts) -> TrackedFrame:
+        """A frame with corrections: prompted objects get their prompt's output and a new
+        conditioning memory (as stock's add_new_mask / add_new_points_or_box on a frame it
+        has not tracked yet, then propagating on); the others are tracked as usual."""
+        step, policy = self.step, self.policy
+        head = step.segment(f, feats, policy.read_rule, T, policy.choose_mask, tm)
+        mem = step.encode(feats, head, tm)
+        fixed = {b for b, p in enumerate(prompts) if p is not None}
+        with step.timed(tm, "policy"):
+            obs = step.observe(f, head, mem, policy.motion_scores()) if policy.needs_observation else None
+            slots = [-1 if b in fixed else s for b, s in enumerate(policy.assign(step.bank, f, obs))]
+            step.store(f, head, mem, slots, observed=obs is not None, skip_pointers=fixed)
+        lanes, low, score, iou, cslots = step.prompt(f, feats, prompts, (self.H, self.W), T, tm)
+        idx = torch.tensor(lanes, device=low.device)
+        out_low = head.low_res_masks.float().index_copy(0, idx, low.float())
+        out_score = head.object_score_logits.reshape(-1).float().index_copy(0, idx, score.float())
+        out_iou = head.chosen_iou.float().index_copy(0, idx, iou.float())
+        slots = np.asarray(slots)
+        slots[lanes] = cslots
+        return self._output(f, out_low, out_score, out_iou, slots)
 
     def _output(self, f, low, score, iou, slots) -> TrackedFrame:
         video = F.interpolate(low.float(), size=(self.H, self.W), mode="bilinear", align_corners=False)

@@ -62,11 +62,12 @@ class TrackingStep:
         self.enc = MemoryEncodings.from_sam2(model)
         self.stock = StockMemoryRule.from_sam2(model)
 
-    def reset(self, num_lanes: int) -> None:
-        """Empty memories for `num_lanes` lanes."""
+    def reset(self, num_lanes: int, extra_cond: int = 0) -> None:
+        """Empty memories for `num_lanes` lanes (`extra_cond`: prompted frames after the
+        first, each pinning one more pointer beside the stock rule's 16)."""
         self.num_lanes = num_lanes
         self.bank = MemoryBank(num_lanes, self.enc.num_tokens, capacity=self.capacity,
-                               ptr_capacity=self.stock.max_obj_ptrs, device=self.device)
+                               ptr_capacity=self.stock.max_obj_ptrs + extra_cond, device=self.device)
         self.obs = ObservationBuilder(num_lanes, self.capacity, self.model.mem_dim)
 
     # ------------------------------------------------------------------ timing
@@ -107,18 +108,24 @@ class TrackingStep:
     def _high_res(vf, sizes):
         return [x.permute(1, 2, 0).view(x.size(1), x.size(2), *s) for x, s in zip(vf[:-1], sizes[:-1])]
 
-    # ------------------------------------------------------------------ prompted frame
-    def prompt(self, f: int, feats: Features, prompts: list[Prompt], video_hw: tuple[int, int],
+    # ------------------------------------------------------------------ prompted frames
+    def prompt(self, f: int, feats: Features, prompts: list[Prompt | None], video_hw: tuple[int, int],
                num_frames: int | None = None, tm: dict | None = None):
-        """The prompted frame of every lane: SAM on its prompt (no memory), then its
-        conditioning memory stored. Returns (low-res logits [B,1,h,w], object scores [B],
-        predicted IoUs [B], slots [B])."""
+        """SAM on each lane's prompt (None: the lane has none), stored as a conditioning memory.
+
+        A prompt sees no memory, on the first prompted frame and on a later one alike: stock
+        treats a prompt on a frame it has not tracked yet as an initial conditioning frame
+        (`is_init_cond_frame`), and a streaming tracker prompts frames before tracking them.
+        Mask prompts are the output as they are (SAM 2's mask-as-output path).
+        Returns (lanes, low-res logits [n,1,h,w], object scores [n], predicted IoUs [n],
+        slots [n]) for the n prompted lanes."""
         m = self.model
         vf, _, sizes = feats
-        B = len(prompts)
+        lanes = [b for b, p in enumerate(prompts) if p is not None]
         lows, ptrs, scores, ious = [], [], [], []
         with self.timed(tm, "sam_heads"):
-            for b, p in enumerate(prompts):  # prompts differ per lane: one at a time
+            for b in lanes:  # prompts differ per lane: one at a time
+                p = prompts[b]
                 vf_b, vp_b, _ = self._lanes(feats, b)
                 high_res = self._high_res(vf_b, sizes)
                 if p.kind == "mask" and m.use_mask_input_as_output_without_sam:
@@ -147,15 +154,28 @@ class TrackingStep:
             # As stock's propagate preflight: encode the low-res output upsampled, binarised.
             high = F.interpolate(low, size=(m.image_size, m.image_size), mode="bilinear",
                                  align_corners=False)
-            mem = torch.cat([m._encode_new_memory([x[:, b:b + 1] for x in vf], sizes, high[b:b + 1],
-                                                  score[b:b + 1, None], is_mask_from_pts=True)[0]
-                             for b in range(B)])
+            mem = torch.cat([m._encode_new_memory([x[:, b:b + 1] for x in vf], sizes, high[i:i + 1],
+                                                  score[i:i + 1, None], is_mask_from_pts=True)[0]
+                             for i, b in enumerate(lanes)])
         with self.timed(tm, "policy"):
-            slots, ptr_slots = self.stock.assign(self.bank, f, is_cond=True)
-            self.bank.append(mem, slots, frame_idx=f, is_cond=True, obj_score=score, iou=iou)
-            self.bank.append_ptr(torch.cat(ptrs), ptr_slots, frame_idx=f, is_cond=True)
-            self.obs.prompted(f, slots, low, mem)
-        return low, score, iou, np.asarray(slots)
+            for b in lanes:  # a full bank (a learned agent's fixed size) gives up its oldest memory
+                if not self.bank.free_slots(b):
+                    other = self.bank.slot_map(b, cond=False)
+                    if not other:
+                        raise RuntimeError(f"lane {b}: every memory slot holds a prompt; "
+                                           "build the bank with a larger capacity")
+                    self.bank.evict(b, other[min(other)])
+            all_slots, all_ptr_slots = self.stock.assign(self.bank, f, is_cond=True)
+            B = self.num_lanes
+            slots = [all_slots[b] if prompts[b] is not None else -1 for b in range(B)]
+            ptr_slots = [all_ptr_slots[b] if prompts[b] is not None else -1 for b in range(B)]
+            idx = torch.tensor(lanes, device=mem.device)
+            full = lambda x: x.new_zeros((B, *x.shape[1:])).index_copy_(0, idx, x)  # noqa: E731
+            self.bank.append(full(mem), slots, frame_idx=f, is_cond=True, obj_score=full(score),
+                             iou=full(iou))
+            self.bank.append_ptr(full(torch.cat(ptrs)), ptr_slots, frame_idx=f, is_cond=True)
+            self.obs.prompted(f, slots, full(low), full(mem))
+        return lanes, low, score, iou, np.asarray([slots[b] for b in lanes])
 
     def _point_inputs(self, p: Prompt, video_hw: tuple[int, int]) -> dict:
         H, W = video_hw
@@ -168,16 +188,23 @@ class TrackingStep:
     def segment(self, f: int, feats: Features, read_rule, num_frames: int | None = None,
                 choose=None, tm: dict | None = None) -> HeadOutput:
         """Frame f of every lane from its memories (`read_rule` picks them)."""
-        m = self.model
+        return self.heads(self.attend(f, feats, read_rule, num_frames, tm), feats, choose, tm)
+
+    def attend(self, f: int, feats: Features, read_rule, num_frames: int | None = None,
+               tm: dict | None = None) -> torch.Tensor:
+        """Memory-conditioned features [B, C, H, W] of frame f (memory attention)."""
         vf, vp, sizes = feats
-        B = self.num_lanes
         H, W = sizes[-1]
         with self.timed(tm, "memory_attention"):
             sel = read_rule.select(self.bank, f, num_frames)
-            pix = self._attend(sel, vf, vp).permute(1, 2, 0).view(B, m.hidden_dim, H, W)
+            return self._attend(sel, vf, vp).permute(1, 2, 0).view(self.num_lanes, self.model.hidden_dim, H, W)
+
+    def heads(self, pix: torch.Tensor, feats: Features, choose=None, tm: dict | None = None) -> HeadOutput:
+        """SAM heads without prompts (tracking), all lanes at once."""
+        vf, _, sizes = feats
         with self.timed(tm, "sam_heads"):
-            return forward_sam_heads(m, pix, None, None, self._high_res(vf, sizes),
-                                     m._use_multimask(False, None), choose=choose)
+            return forward_sam_heads(self.model, pix, None, None, self._high_res(vf, sizes),
+                                     self.model._use_multimask(False, None), choose=choose)
 
     def encode(self, feats: Features, head: HeadOutput, tm: dict | None = None) -> torch.Tensor:
         """The candidate memories [B, C, h, w] of the frame just segmented."""
@@ -191,14 +218,18 @@ class TrackingStep:
         """The `MemoryObservation` of the candidates (layout `OBS_LAYOUT`)."""
         return self.obs.build(f, self.bank, head, mem, motion)
 
-    def store(self, f: int, head: HeadOutput, mem: torch.Tensor, slots, observed: bool) -> None:
+    def store(self, f: int, head: HeadOutput, mem: torch.Tensor, slots, observed: bool,
+              skip_pointers=()) -> None:
         """Write the candidates to `slots` (-1 = not stored); pointers follow the stock rule
-        whatever the policy (the last 15 frames: they cost 4 tokens each)."""
+        whatever the policy (the last 15 frames: they cost 4 tokens each), except for the
+        lanes in `skip_pointers` (whose frame is a correction: `prompt` stores its pointer)."""
         self.bank.append(mem, slots, frame_idx=f, obj_score=head.object_score_logits.reshape(-1),
                          iou=head.chosen_iou)
         if observed:
             self.obs.stored(slots)
-        self.bank.append_ptr(head.obj_ptr, self.stock.assign_pointers(self.bank, f), frame_idx=f)
+        ptr_slots = self.stock.assign_pointers(self.bank, f)
+        ptr_slots = [-1 if b in skip_pointers else s for b, s in enumerate(ptr_slots)]
+        self.bank.append_ptr(head.obj_ptr, ptr_slots, frame_idx=f)
 
     def _attend(self, sel: MemorySelection, vf, vp) -> torch.Tensor:
         """Memory attention for all lanes; lanes whose selections differ in size run in groups."""

@@ -22,7 +22,10 @@ from sam2rl_fast.policies import VectorPolicy, make_policy
 from sam2rl_fast.tracking_step import Prompt, TrackingStep, pick_memory_attention
 from sam2rl_fast.video import open_video
 
-STAGES = ("decode", "preprocess", "image_encoder", "memory_attention", "sam_heads", "memory_encoder", "policy")
+# Per-frame timings (ms). "frame" is the whole step after decoding, recorded instead of the
+# stages when they are not timed one by one (profile=False: no CUDA sync between stages).
+STAGES = ("decode", "preprocess", "image_encoder", "memory_attention", "sam_heads", "memory_encoder",
+          "policy", "frame")
 
 
 class PromptError(ValueError):
@@ -133,11 +136,15 @@ class FastTracker:
         fast_linears: on the CPU, run the model's fp32 Linear layers through oneDNN's
             prepacked kernels while tracking (see `sam2rl_fast.cpu_linear`).
         progress: show a progress bar with FPS.
+        profile: time every stage (each timing waits for the GPU to finish, so stages do
+            not overlap with the host's work); default: on the CPU, where it costs nothing,
+            not on GPUs, where frames are timed whole.
     """
 
     def __init__(self, video, agent="sam2", model=None, prompt=None, device=None, *,
                  config: str | None = None, image_size: int | None = None, capacity: int = 7,
-                 fast_attention: bool | None = None, fast_linears: bool = True, progress: bool = False):
+                 fast_attention: bool | None = None, fast_linears: bool = True, progress: bool = False,
+                 profile: bool | None = None):
         self.video = open_video(video)
         self.model = build_model(model, config=config, device=device, image_size=image_size)
         self.device = self.model.device
@@ -160,6 +167,7 @@ class FastTracker:
             raise PromptError(f"prompt on frame {self.prompt_frame}, the video has "
                               f"{self.video.num_frames} frames")
         self.capacity, self.progress, self.fast_linears = capacity, progress, fast_linears
+        self.profile = self.device.type == "cpu" if profile is None else bool(profile)
         self.memory_attention, self.attention_impl = pick_memory_attention(self.model, fast_attention)
         self.step = TrackingStep(self.model, self.memory_attention, capacity)
 
@@ -216,7 +224,9 @@ class FastTracker:
                                                np.full(B, np.nan), np.full(B, -2))
                         t_prev = time.perf_counter()
                         continue
-                    tm = {"decode": decode_ms}
+                    t_frame = time.perf_counter()
+                    timings = {"decode": decode_ms}
+                    tm = timings if self.profile else None  # None: stages are not timed
                     feats = step.expand(step.encode_image(frame, tm), B)
                     if f == self.prompt_frame:
                         _, low, score, iou, slots = step.prompt(f, feats, self.prompts, (self.H, self.W),
@@ -228,10 +238,12 @@ class FastTracker:
                         out = self._track_step(f, feats, T, tm)
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
-                    out.timings, out.image = tm, frame
+                    if not self.profile:
+                        timings["frame"] = (time.perf_counter() - t_frame) * 1e3
+                    out.timings, out.image = timings, frame
                     if bar is not None:
                         bar.update(1)
-                        total = sum(tm.values())
+                        total = sum(timings.values())
                         bar.set_postfix(fps=f"{1000.0 / total:.1f}" if total else "-")
                     t_prev = time.perf_counter()
                     yield out

@@ -272,3 +272,14 @@ def test_sam2_agent_matches_stock_on_cuda(tmp_path, config):
         iou = mask_iou(res.masks[f], ref[f])
         assert (iou >= 0.99).all(), f"frame {f}: IoU with stock {iou}"
     assert res.masks[1:].sum((-2, -1)).min() > 0
+
+
+def test_profile_off_times_whole_frames_and_changes_nothing_else():
+    predictor = present_everywhere(build_random_predictor("sam2.1", 256))
+    frames, masks = moving_square_video(5, n_obj=1, seed=2)
+    staged = FastTracker(frames, model=predictor, prompt={0: masks[0, 0]}).run()  # CPU default: on
+    whole = FastTracker(frames, model=predictor, prompt={0: masks[0, 0]}, profile=False).run()
+    np.testing.assert_array_equal(staged.masks, whole.masks)
+    assert (staged.timings["image_encoder"] > 0).all() and (staged.timings["frame"] == 0).all()
+    assert (whole.timings["frame"] > 0).all() and (whole.timings["image_encoder"] == 0).all()
+    assert np.isfinite(whole.fps) and whole.fps > 0

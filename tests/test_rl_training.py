@@ -44,6 +44,11 @@ def test_training_writes_agent_checkpoints_logs_and_curve(run):
     assert meta["layout"] == "sam2rl-fast/memory-obs/v1" and meta["capacity"] == 7
     assert meta["model"]["image_size"] == 256 and meta["training"]["timesteps"] >= cfg.total_steps
     assert meta["training"]["videos"] == ["occlusion-1000000"]
+    # evaluated against the stock rule and the heuristics on its own video
+    table = (run / "eval" / "table.md").read_text()
+    assert table.splitlines()[2].startswith("| occlusion | 1 |")
+    rows = json.loads((run / "eval" / "scores.json").read_text())
+    assert [r["video"] for r in rows] == ["occlusion-1000000"] and (run / "eval" / "gains.png").is_file()
 
 
 def test_agent_file_round_trip_and_tracker(run, video):

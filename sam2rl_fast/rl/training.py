@@ -55,6 +55,7 @@ class TrainConfig:
     clip_range: float = 0.2
     d_model: int = 64
     checkpoint_every: int = 5_000  # environment steps
+    eval_videos: int = 8  # after training: held-out videos per suite (multi-video); 0 = no evaluation
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -254,4 +255,11 @@ def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool 
         agents.append(train_agent(cfg, its, model, out, name=name, resume=ckpts[-1] if ckpts else None,
                                   progress=progress, log=log))
     plot_curves(sorted(out.glob("*-episodes.csv")), out / "training-curve.png")
+    if cfg.eval_videos > 0:
+        import shutil
+
+        from sam2rl_fast.rl.agent_eval import evaluate_run
+
+        shutil.rmtree(out / "eval", ignore_errors=True)  # this run's own output, made again
+        log(evaluate_run(out, model, out / "eval", videos=cfg.eval_videos, progress=progress, log=log))
     return agents

@@ -205,27 +205,29 @@ def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent
     return save(out / f"{name}.zip")
 
 
-def plot_curves(csv_paths: list[Path], png: Path, window: int = 32) -> Path:
-    """Training curve(s): episode IoU gain over the stock rule against environment steps."""
+def plot_curves(csv_paths: list[Path], png: Path) -> Path:
+    """Training curve(s): mean episode IoU gain over the stock rule per batch of finished
+    episodes (they end together), against environment steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
+    label = len(csv_paths) <= 8
     for p in csv_paths:
         with open(p, newline="") as fh:
             rows = list(csv.DictReader(fh))
         if not rows:
             continue
-        x = np.array([int(r["timesteps"]) for r in rows])
-        g = np.array([float(r["episode_iou"]) - float(r["stock_episode_iou"]) for r in rows])
-        k = min(window, len(g))
-        smooth = np.convolve(g, np.ones(k) / k, mode="valid")
-        ax.plot(x[k - 1:], smooth, lw=1, label=p.stem.replace("-episodes", "") if len(csv_paths) <= 8 else None)
+        steps = np.array([int(r["timesteps"]) for r in rows])
+        gain = np.array([float(r["episode_iou"]) - float(r["stock_episode_iou"]) for r in rows])
+        x = np.unique(steps)
+        ax.plot(x, [gain[steps == s].mean() for s in x], marker=".", lw=1,
+                label=p.stem.replace("-episodes", "") if label else None)
     ax.axhline(0, color="k", lw=0.5)
     ax.set(xlabel="environment steps", ylabel="episode IoU - stock rule", title="training")
-    if len(csv_paths) <= 8:
+    if label:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

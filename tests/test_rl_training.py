@@ -115,3 +115,16 @@ def test_config_errors(tmp_path):
         TrainConfig(mode="per-episode")
     with pytest.raises(FileNotFoundError):
         TrainConfig.from_toml(tmp_path / "none.toml")
+
+
+def test_headroom_is_checked_before_training(video):
+    from sam2rl_fast.model_loading import build_model
+    from sam2rl_fast.rl.features import FeatureCache
+    from sam2rl_fast.rl.training import check_headroom
+
+    model = build_model(None, device="cpu")
+    msgs = []
+    rows = check_headroom([(video.frames, video.masks, "v")], model, FeatureCache(model, progress=False),
+                          samples=2, log=msgs.append)
+    assert len(rows) == 1 and msgs[0].startswith("headroom: over 1 video(s)")
+    assert ("WARNING" in " ".join(msgs)) == (rows[0].random_best < 1e-3)

@@ -56,6 +56,8 @@ class TrainConfig:
     d_model: int = 64
     checkpoint_every: int = 5_000  # environment steps
     eval_videos: int = 8  # after training: held-out videos per suite (multi-video); 0 = no evaluation
+    check_headroom: bool = True  # first measure whether memory decisions change the masks at all
+    device: str | None = None  # the SAM 2 model's (default: cuda if available); PPO runs on the CPU
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -164,7 +166,7 @@ def save_agent(ppo, path, cfg: TrainConfig, model, videos: list[str], seconds: f
 
 
 def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent", resume=None,
-                progress: bool = True, log=print) -> Path:
+                cache=None, progress: bool = True, log=print) -> Path:
     """Train one PPO agent on `items` (video, gt[, name]); returns `out / f"{name}.zip"`."""
     import torch
     from stable_baselines3 import PPO
@@ -177,7 +179,7 @@ def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent
     torch.manual_seed(cfg.seed)
     venv = MemoryControlVecEnv(items, cfg.num_envs, model, episode_length=cfg.episode_length,
                                random_window=cfg.random_window, reward=cfg.reward,
-                               capacity=cfg.capacity, progress=progress, seed=cfg.seed)
+                               capacity=cfg.capacity, cache=cache, progress=progress, seed=cfg.seed)
     env = VecMonitor(venv)
     names = [it[2] if len(it) > 2 else f"video{i}" for i, it in enumerate(items)]
     if resume is not None:
@@ -236,6 +238,23 @@ def plot_curves(csv_paths: list[Path], png: Path) -> Path:
     return png
 
 
+def check_headroom(items, model, cache, samples: int = 8, log=print) -> list:
+    """Measure, before training, whether memory decisions change the model's masks on
+    these videos (`sam2rl_fast.rl.headroom`); warn when they cannot: agents would learn nothing."""
+    from sam2rl_fast.rl.env import prepare_videos
+    from sam2rl_fast.rl.headroom import memory_headroom
+
+    rows = memory_headroom(prepare_videos(items, model, cache=cache), model, samples=samples, progress=False)
+    best = max(r.random_best for r in rows)
+    px = max(r.max_pixels for r in rows)
+    log(f"headroom: over {len(rows)} video(s), the best of {samples} random decision sequences gains "
+        f"{best:+.4f} mean IoU over the stock rule; decisions change at most {px} pixels of a frame")
+    if best < 1e-3:
+        log("WARNING: memory decisions hardly change this model's masks on these videos, so no agent "
+            "can gain much over the stock rule (docs/results.md); training anyway")
+    return rows
+
+
 def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool = True, log=print) -> list[Path]:
     """Train the config's agent(s) into folder `out`; returns the agent files."""
     from sam2rl_fast.model_loading import build_model
@@ -243,8 +262,13 @@ def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    model = build_model(cfg.model, device="cpu")
+    from sam2rl_fast.rl.features import FeatureCache
+
+    model = build_model(cfg.model, device=cfg.device)
     items = suite_items(cfg)
+    cache = FeatureCache(model, progress=progress)  # one image-encoder pass per video, for everything
+    if cfg.check_headroom and not resume:
+        check_headroom(items, model, cache, log=log)
     jobs = [(it[2], [it]) for it in items] if cfg.mode == "per-video" else [("agent", items)]
     agents = []
     for name, its in jobs:
@@ -255,7 +279,7 @@ def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool 
             continue
         ckpts = sorted((out / "checkpoints" / name).glob("step*.zip")) if resume else []
         agents.append(train_agent(cfg, its, model, out, name=name, resume=ckpts[-1] if ckpts else None,
-                                  progress=progress, log=log))
+                                  cache=cache, progress=progress, log=log))
     plot_curves(sorted(out.glob("*-episodes.csv")), out / "training-curve.png")
     if cfg.eval_videos > 0:
         import shutil

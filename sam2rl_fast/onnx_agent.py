@@ -24,15 +24,19 @@ sam2rl-fast at all.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from sam2rl_fast.onnx_common import (
+    default_providers,
+    load_proto,
+    open_session,
+    quiet_exporter,
+)
 from sam2rl_fast.policies.base import check_layout
 from sam2rl_fast.policies.learned import VectorPolicy
 from sam2rl_fast.rl.agents import AgentFileError, check_model
@@ -78,21 +82,6 @@ def _policy_module(agent):
             return torch.argmax(logits, dim=1), torch.softmax(logits, dim=1)
 
     return PolicyNet(agent.policy.to("cpu").eval()).eval()
-
-
-@contextlib.contextmanager
-def _quiet_exporter():
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "torch.export")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
 
 
 def _metadata(meta: dict, agent_zip: Path, opset: int) -> dict[str, str]:
@@ -162,7 +151,7 @@ def export_agent(agent_zip, onnx_path, *, opset: int = 17, overwrite: bool = Fal
     # Written next to the target, then moved into place: a failed export leaves no file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with torch.no_grad(), _quiet_exporter():
+        with torch.no_grad(), quiet_exporter():
             prog = torch.onnx.export(module, (example,), dynamo=True,
                                      dynamic_shapes={"obs": {0: torch.export.Dim("batch")}},
                                      input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
@@ -193,36 +182,15 @@ def export_agent(agent_zip, onnx_path, *, opset: int = 17, overwrite: bool = Fal
 
 def read_metadata(path) -> dict[str, str]:
     """metadata_props of an exported agent, as strings; clear errors for other files."""
-    import onnx
 
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX agent not found: {path}")
-    try:
-        proto = onnx.load_model(str(path), load_external_data=False)
-    except Exception as e:  # protobuf DecodeError and friends all mean "not an ONNX file"
-        raise AgentFileError(f"{path} is not a readable ONNX model: {e}") from e
+    proto = load_proto(path, "ONNX agent", AgentFileError)
     meta = {p.key: p.value for p in proto.metadata_props}
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if meta.get("format") != FORMAT or missing:
         raise AgentFileError(f"{path} is an ONNX model but not a sam2rl-fast agent (no "
                              f"{FORMAT} metadata; make one with `sam2rl-fast export AGENT.zip`)")
     return meta
-
-
-def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime has it and a CUDA device works, then the CPU."""
-    import onnxruntime as ort
-
-    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    if cuda:  # onnxruntime-gpu lists CUDA even without a driver; ask torch whether one works
-        try:
-            import torch
-
-            cuda = torch.cuda.is_available()
-        except ImportError:
-            pass
-    return (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
 
 
 class OnnxPolicy(VectorPolicy):
@@ -253,7 +221,6 @@ class OnnxPolicy(VectorPolicy):
                          "training": json.loads(m["training"])}
         except (ValueError, TypeError) as e:
             raise AgentFileError(f"{self.path}: unreadable sam2rl-fast metadata: {e}") from e
-        providers = list(providers or default_providers())
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # a CUDA fallback is reported through self.provider
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -261,17 +228,7 @@ class OnnxPolicy(VectorPolicy):
         opts.inter_op_num_threads = 1
         if threads:
             opts.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
-        except Exception as e:
-            if providers == ["CPUExecutionProvider"]:
-                raise AgentFileError(f"onnxruntime cannot load {self.path}: {e}") from e
-            warnings.warn(f"onnxruntime providers {providers} failed ({e}); using the CPU")
-            self.session = ort.InferenceSession(str(self.path), opts,
-                                                providers=["CPUExecutionProvider"])
-        self.provider = self.session.get_providers()[0]
-        if self.provider != providers[0]:
-            warnings.warn(f"onnxruntime could not use {providers[0]}; running on {self.provider}")
+        self.session, self.provider = open_session(self.path, opts, providers, AgentFileError)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != list(OUTPUT_NAMES):
             raise AgentFileError(f"{self.path}: graph inputs {[i.name for i in inputs]} / outputs "

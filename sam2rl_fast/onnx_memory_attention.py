@@ -25,19 +25,22 @@ is fixed at export (the RoPE tables depend on it); B and M are dynamic.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
-import logging
 import math
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from sam2rl_fast.onnx_common import (  # default_providers: re-exported for callers
+    default_providers,  # noqa: F401
+    load_proto,
+    open_session,
+    quiet_exporter,
+)
 from sam2rl_fast.ops.memory_attention_reference import apply_rope, rope_tables
 
 INPUT_NAMES = ("curr", "memory", "curr_pos", "memory_pos", "num_obj_ptr_tokens")
@@ -211,19 +214,6 @@ def _example_inputs(m: ExportableMemoryAttention, frames=2, n_ptr=8, batch=2):
             torch.tensor(n_ptr, dtype=torch.int64))
 
 
-@contextlib.contextmanager
-def _quiet_exporter():
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
-
-
 def export_memory_attention(model_or_memory_attention, path, *, image_size: int | None = None,
                             opset: int = 17, overwrite: bool = False,
                             config_name: str | None = None, grid=None) -> Path:
@@ -257,8 +247,7 @@ def export_memory_attention(model_or_memory_attention, path, *, image_size: int 
     # Written next to the target, then moved into place: a failed export leaves no file.
     tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
     try:
-        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
-            warnings.simplefilter("ignore")
+        with torch.no_grad(), quiet_exporter():
             # torchlib implements opset 18 ops; the exporter converts the graph down to the
             # requested opset (checked below) and logs that it does.
             prog = torch.onnx.export(module, _example_inputs(module), dynamo=True,
@@ -308,26 +297,7 @@ def read_metadata(path) -> dict:
 
 
 def _load_proto(path):
-    import onnx
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX memory attention not found: {path}")
-    try:
-        return onnx.load_model(str(path), load_external_data=False)
-    except Exception as e:  # protobuf DecodeError and friends all mean "not an ONNX file"
-        raise OnnxMemoryAttentionError(f"{path} is not a readable ONNX model: {e}") from e
-
-
-def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime has it and a CUDA device is present, then the CPU.
-
-    (onnxruntime-gpu lists its CUDA provider even without a driver, then logs a load error
-    and falls back; asking torch whether CUDA works avoids that noise.)"""
-    import onnxruntime as ort
-
-    cuda = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
-    return (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+    return load_proto(Path(path).expanduser(), "ONNX memory attention", OnnxMemoryAttentionError)
 
 
 class OnnxMemoryAttention:
@@ -349,22 +319,11 @@ class OnnxMemoryAttention:
                 k not in self.metadata for k in need):
             raise OnnxMemoryAttentionError(f"{self.path} is an ONNX model but not a memory "
                                            "attention exported by sam2rl_fast")
-        providers = list(providers or default_providers())
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # the CUDA fallback is reported through self.provider
         if threads:
             opts.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
-        except Exception as e:
-            if providers == ["CPUExecutionProvider"]:
-                raise OnnxMemoryAttentionError(f"onnxruntime cannot load {self.path}: {e}") from e
-            warnings.warn(f"onnxruntime providers {providers} failed ({e}); using the CPU")
-            self.session = ort.InferenceSession(str(self.path), opts,
-                                                providers=["CPUExecutionProvider"])
-        self.provider = self.session.get_providers()[0]
-        if self.provider != providers[0]:
-            warnings.warn(f"onnxruntime could not use {providers[0]}; running on {self.provider}")
+        self.session, self.provider = open_session(self.path, opts, providers, OnnxMemoryAttentionError)
         self.grid = int(self.metadata["grid"])
         self.d_model = int(self.metadata["d_model"])
         self.mem_dim = int(self.metadata["mem_dim"])

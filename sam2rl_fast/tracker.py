@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sam2rl_fast.cpu_linear import packed_linears
 from sam2rl_fast.model_loading import build_model
 from sam2rl_fast.policies import VectorPolicy, make_policy
-from sam2rl_fast.tracking_step import Prompt, TrackingStep, pick_memory_attention
+from sam2rl_fast.tracking_step import (
+    Prompt,
+    TrackingStep,
+    pick_memory_attention,
+    video_masks,
+)
 from sam2rl_fast.video import open_video
 
 # Per-frame timings (ms). "frame" is the whole step after decoding, recorded instead of the
@@ -284,6 +288,5 @@ class FastTracker:
         return self._output(f, out_low, out_score, out_iou, slots)
 
     def _output(self, f, low, score, iou, slots) -> TrackedFrame:
-        video = F.interpolate(low.float(), size=(self.H, self.W), mode="bilinear", align_corners=False)
-        return TrackedFrame(f, (video[:, 0] > 0).cpu().numpy(), score.float().cpu().numpy(),
+        return TrackedFrame(f, video_masks(low, (self.H, self.W)), score.float().cpu().numpy(),
                             iou.float().cpu().numpy(), slots.astype(np.int64))

@@ -40,6 +40,13 @@ class Prompt:
 Features = tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[int, int]]]
 
 
+def video_masks(low: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+    """Low-res logits [B, 1, h, w] -> bool masks [B, H, W] at video resolution (bilinear, > 0,
+    as stock's outputs): what the tracker returns and the RL environment rewards."""
+    up = F.interpolate(low.float(), size=hw, mode="bilinear", align_corners=False)
+    return (up[:, 0] > 0).cpu().numpy()
+
+
 def pick_memory_attention(model, fast: bool | None):
     """(module, name): sam2rl-fast's fused attention or the model's own.
 
@@ -170,7 +177,7 @@ class TrackingStep:
             slots = [all_slots[b] if prompts[b] is not None else -1 for b in range(B)]
             ptr_slots = [all_ptr_slots[b] if prompts[b] is not None else -1 for b in range(B)]
             idx = torch.tensor(lanes, device=mem.device)
-            full = lambda x: x.new_zeros((B, *x.shape[1:])).index_copy_(0, idx, x)  # noqa: E731
+            full = lambda x: x.new_zeros((B, *x.shape[1:])).index_copy_(0, idx, x)
             self.bank.append(full(mem), slots, frame_idx=f, is_cond=True, obj_score=full(score),
                              iou=full(iou))
             self.bank.append_ptr(full(torch.cat(ptrs)), ptr_slots, frame_idx=f, is_cond=True)

@@ -20,14 +20,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sam2rl_fast.cpu_linear import packed_linears
 from sam2rl_fast.metrics import iou as region_iou
 from sam2rl_fast.policies.base import RecencyReadRule, obs_size
 from sam2rl_fast.policies.learned import actions_to_slots
 from sam2rl_fast.rl.features import VideoFeatures, stack_lanes
-from sam2rl_fast.tracking_step import Prompt, TrackingStep, pick_memory_attention
+from sam2rl_fast.tracking_step import (
+    Prompt,
+    TrackingStep,
+    pick_memory_attention,
+    video_masks,
+)
 
 REWARDS = ("iou", "improvement")
 
@@ -148,12 +152,8 @@ class EpisodeBatch:
 
     def _video_masks(self, low: torch.Tensor, lanes) -> list[np.ndarray]:
         """Low-res logits [N,1,h,w] -> bool masks at each lane's video resolution (as FastTracker)."""
-        out = []
-        for b, ln in enumerate(lanes):
-            H, W = self.videos[ln.video].masks.shape[-2:]
-            up = F.interpolate(low[b:b + 1].float(), size=(H, W), mode="bilinear", align_corners=False)
-            out.append((up[0, 0] > 0).cpu().numpy())
-        return out
+        return [video_masks(low[b:b + 1], self.videos[ln.video].masks.shape[-2:])[0]
+                for b, ln in enumerate(lanes)]
 
     @torch.inference_mode()
     def reset(self, lanes: list[Lane]) -> np.ndarray:

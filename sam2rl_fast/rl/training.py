@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import tomllib
+from stable_baselines3.common.callbacks import BaseCallback
 
 from sam2rl_fast.data.synthetic import generate_video, suite_seeds
 
@@ -97,56 +98,50 @@ def suite_items(cfg: TrainConfig, suites=None, split=None, count=None):
     return items
 
 
-class _Progress:
+class Progress(BaseCallback):
     """SB3 callback: a tqdm bar, the episodes CSV and periodic checkpoints with metadata."""
 
-    def __new__(cls, *args, **kwargs):  # built lazily so that importing this module needs no SB3
-        from stable_baselines3.common.callbacks import BaseCallback
+    def __init__(self, total, csv_path, ckpt_dir, every, save, desc, progress):
+        super().__init__()
+        self.total, self.every, self.save, self.desc = total, every, save, desc
+        self.csv_path, self.ckpt_dir, self.progress = csv_path, ckpt_dir, progress
+        self.bar, self.next_ckpt, self.recent = None, every, []
 
-        class Progress(BaseCallback):
-            def __init__(self, total, csv_path, ckpt_dir, every, save, desc, progress):
-                super().__init__()
-                self.total, self.every, self.save, self.desc = total, every, save, desc
-                self.csv_path, self.ckpt_dir, self.progress = csv_path, ckpt_dir, progress
-                self.bar, self.next_ckpt, self.recent = None, every, []
+    def _on_training_start(self):
+        if self.progress:
+            from tqdm.auto import tqdm
 
-            def _on_training_start(self):
-                if self.progress:
-                    from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.total, initial=self.num_timesteps, desc=self.desc,
+                            unit="step", smoothing=0.1)
+        new = not self.csv_path.exists()
+        self.fh = open(self.csv_path, "a", newline="")  # noqa: SIM115 - open for the whole run
+        self.csv = csv.writer(self.fh)
+        if new:
+            self.csv.writerow(["timesteps", "wall_s", "video", "return", "episode_iou",
+                               "stock_episode_iou"])
+        self.t0 = time.perf_counter()
 
-                    self.bar = tqdm(total=self.total, initial=self.num_timesteps, desc=self.desc,
-                                    unit="step", smoothing=0.1)
-                new = not self.csv_path.exists()
-                self.fh = open(self.csv_path, "a", newline="")  # noqa: SIM115 - open for the whole run
-                self.csv = csv.writer(self.fh)
-                if new:
-                    self.csv.writerow(["timesteps", "wall_s", "video", "return", "episode_iou",
-                                       "stock_episode_iou"])
-                self.t0 = time.perf_counter()
+    def _on_step(self):
+        for info in self.locals.get("infos", []):
+            if "episode_iou" in info:
+                ret = info.get("episode", {}).get("r", float("nan"))
+                self.csv.writerow([self.num_timesteps, f"{time.perf_counter() - self.t0:.1f}",
+                                   info["video"], f"{ret:.4f}", f"{info['episode_iou']:.4f}",
+                                   f"{info.get('stock_episode_iou', float('nan')):.4f}"])
+                self.recent = (self.recent + [info["episode_iou"] - info.get("stock_episode_iou", 0)])[-64:]
+        if self.bar is not None:
+            self.bar.update(self.num_timesteps - self.bar.n)
+            if self.recent:
+                self.bar.set_postfix(gain=f"{np.mean(self.recent):+.4f}")
+        if self.every and self.num_timesteps >= self.next_ckpt:
+            self.save(self.ckpt_dir / f"step{self.num_timesteps:08d}.zip")
+            self.next_ckpt += self.every
+        return True
 
-            def _on_step(self):
-                for info in self.locals.get("infos", []):
-                    if "episode_iou" in info:
-                        ret = info.get("episode", {}).get("r", float("nan"))
-                        self.csv.writerow([self.num_timesteps, f"{time.perf_counter() - self.t0:.1f}",
-                                           info["video"], f"{ret:.4f}", f"{info['episode_iou']:.4f}",
-                                           f"{info.get('stock_episode_iou', float('nan')):.4f}"])
-                        self.recent = (self.recent + [info["episode_iou"] - info.get("stock_episode_iou", 0)])[-64:]
-                if self.bar is not None:
-                    self.bar.update(self.num_timesteps - self.bar.n)
-                    if self.recent:
-                        self.bar.set_postfix(gain=f"{np.mean(self.recent):+.4f}")
-                if self.every and self.num_timesteps >= self.next_ckpt:
-                    self.save(self.ckpt_dir / f"step{self.num_timesteps:08d}.zip")
-                    self.next_ckpt += self.every
-                return True
-
-            def _on_training_end(self):
-                if self.bar is not None:
-                    self.bar.close()
-                self.fh.close()
-
-        return Progress(*args, **kwargs)
+    def _on_training_end(self):
+        if self.bar is not None:
+            self.bar.close()
+        self.fh.close()
 
 
 def save_agent(ppo, path, cfg: TrainConfig, model, videos: list[str], seconds: float) -> Path:
@@ -197,7 +192,7 @@ def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent
     def save(path):
         return save_agent(ppo, path, cfg, model, names, time.perf_counter() - t0)
 
-    cb = _Progress(cfg.total_steps, out / f"{name}-episodes.csv", out / "checkpoints" / name,
+    cb = Progress(cfg.total_steps, out / f"{name}-episodes.csv", out / "checkpoints" / name,
                    cfg.checkpoint_every, save, f"training {name}", progress)
     remaining = max(cfg.total_steps - ppo.num_timesteps, 0)
     try:

@@ -35,6 +35,8 @@ _TRUNKS = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
 # Our own configs (YAML files shipped with this package), by (family, trunk width, blocks).
 _PACKAGE_CONFIG_DIR = Path(__file__).parent / "configs"
 _OWN_TRUNKS = {("sam2.1", 24, 7): "demo_sam2.1_tiny256.yaml"}
+_OWN_EFFNET = "sam2rl_effnet256.yaml"  # SAM 2.1 on an EfficientNet-Lite0 trunk (the bundled model)
+_EFFNET_TRUNK = "sam2rl_fast.model.efficientnet_trunk.EfficientNetLite0Trunk"
 # What sam2.build_sam.build_sam2_video_predictor adds to a config (apply_postprocessing=True):
 # the video-predictor class first, then the caller's overrides, then post-processing.
 _VIDEO_PREDICTOR_OVERRIDES = ("++model._target_=sam2.sam2_video_predictor.SAM2VideoPredictor",)
@@ -98,6 +100,8 @@ def load_state_dict(path) -> dict:
 
 def infer_config(state_dict: dict, source: str = "checkpoint") -> str:
     """The sam2 config a state dict was trained with, from its keys and shapes."""
+    if "image_encoder.trunk.conv_stem.weight" in state_dict:  # our EfficientNet-Lite0 trunk
+        return str(_PACKAGE_CONFIG_DIR / _OWN_EFFNET)
     w = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
     if w is None:
         raise ModelError(f"{source} has no Hiera image encoder: not a sam2 checkpoint")
@@ -178,7 +182,7 @@ def _apply_overrides(cfg, overrides):
     return cfg
 
 
-def _build_from_file(path: str, device, extra):
+def _build_from_file(path: str, device, extra, with_weights: bool = False):
     """As `build_sam2_video_predictor(path, ckpt_path=None, device, extra)`, for a YAML file
     that sam2's hydra search path does not hold."""
     from hydra.utils import instantiate
@@ -187,6 +191,9 @@ def _build_from_file(path: str, device, extra):
     cfg = OmegaConf.load(Path(path).expanduser())
     if "model" not in cfg:
         raise ModelError(f"{path} has no 'model' section: not a sam2 config")
+    trunk = OmegaConf.select(cfg, "model.image_encoder.trunk")
+    if trunk is not None and trunk.get("_target_") == _EFFNET_TRUNK and with_weights:
+        trunk.pretrained = False  # the checkpoint holds the trunk's weights
     cfg = _apply_overrides(cfg, [*_VIDEO_PREDICTOR_OVERRIDES, *extra, *_POSTPROCESSING_OVERRIDES])
     OmegaConf.resolve(cfg)
     model = instantiate(cfg.model, _recursive_=True)
@@ -198,7 +205,7 @@ def _build(cfg: str, ckpt, device, extra):
 
     try:
         if is_file_config(cfg):
-            model = _build_from_file(cfg, device, list(extra))
+            model = _build_from_file(cfg, device, list(extra), with_weights=ckpt is not None)
         else:
             model = build_sam2_video_predictor(cfg, ckpt_path=None, device=device,
                                                hydra_overrides_extra=list(extra))

@@ -1,0 +1,1 @@
+"""Model building blocks beyond sam2's own modules (the image-encoder trunk of the bundled model)."""

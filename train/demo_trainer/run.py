@@ -1,0 +1,442 @@
+"""A resumable training run of the bundled model.
+
+A run lives in one folder:
+
+    RUN/config.json   the run's hyper-parameters (a resume must match them)
+    RUN/state.pt      step, trainable weights (fp32), optimizer state, loss curve: written
+                      atomically every few minutes, on Ctrl-C / SIGTERM and at the end
+    RUN/model.pt      the model as shipped ({"model": float16 state dict, "meta": ...}),
+                      written with every state
+    RUN/curve.csv, RUN/loss.png   the loss curve so far
+    RUN/eval.json     held-out J per suite, after the last step
+
+Everything random is a pure function of (seed, step): the batch (`batch_at`), its memory
+schedule, its prompt kind and the dropout masks (torch is reseeded every step). With the
+weights and the optimizer state in `state.pt`, `--resume` therefore continues exactly where
+the run stopped, after a kill or on another machine, and a run carried on in pieces ends
+with the same weights as one run straight through.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sam2rl_fast.data.synthetic import SUITES
+
+from .data import SCHEDULE_WEIGHTS, SUITE_WEIGHTS, ClipDataset, batch_at, memory_schedule
+from .forward import forward_clips, to_model_input
+from .losses import LOSS_WEIGHTS, clip_loss
+
+STATE_FORMAT = "sam2rl-fast-train-state-v1"
+CHECKPOINT_FORMAT = "sam2rl-fast-demo-v2"
+RUN_FILES = ("config.json", "state.pt", "model.pt", "curve.csv", "loss.png", "eval.json",
+             "train.log")
+
+
+def default_config() -> str:
+    """The bundled model's architecture (sam2rl_fast/configs/sam2rl_effnet256.yaml)."""
+    from sam2rl_fast.demo_model import CONFIG
+
+    return str(CONFIG)
+
+
+@dataclass
+class TrainConfig:
+    # what defines the run (a resume must give the same)
+    steps: int = 3000  # planned optimisation steps: the learning-rate schedule's length
+    batch: int = 4
+    frames: int = 16
+    seed: int = 0
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    box_prob: float = 0.25
+    precision: str = "auto"  # bf16 | fp32 | auto (bf16 where the CPU or GPU has it)
+    config: str | None = None
+    init: str | None = None  # warm start from this checkpoint (a second stage)
+    suite_weights: dict | None = None
+    schedule_weights: dict | None = None
+    # how this invocation runs (free to change on a resume)
+    minutes: float | None = None  # stop (checkpointed) after this long; --resume continues
+    device: str | None = None
+    checkpoint_minutes: float = 10.0
+    log_every: int = 10
+    eval_videos: int = 8
+    eval_frames: int = 48
+
+
+RUN_DEFINING = ("steps", "batch", "frames", "seed", "lr", "weight_decay", "warmup_steps",
+                "min_lr_ratio", "grad_clip", "box_prob", "precision", "config", "init",
+                "suite_weights", "schedule_weights")
+
+
+class RunError(ValueError):
+    """A run folder that cannot be started or resumed as asked."""
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay to `min_ratio` at `total` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise RunError(f"--precision must be auto, bf16 or fp32, got {precision!r}")
+    if precision == "auto":
+        return device.type == "cuda" or cpu_has_bf16()
+    return precision == "bf16"
+
+
+def build_model(device, config: str | None = None, seed: int | None = None):
+    """The bundled architecture with fresh weights (ImageNet trunk), in train mode."""
+    from sam2rl_fast.model_loading import build_model as build
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return build(config or default_config(), device=device).train()
+
+
+def trainable_state(model) -> dict:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+            if k in names or not k.startswith("image_encoder.trunk.")}
+
+
+def make_optimizer(model, lr: float, weight_decay: float):
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or n.endswith(("pos_embed", "pos_embed_window")) else decay).append(p)
+    kw = {"fused": True} if next(model.parameters()).is_cuda else {}
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.999), **kw)
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (int(seed) * 1_000_003 + int(step) * 7919 + 12345) % (2**63 - 1)
+
+
+def train_step(model, optimizer, batch, device, step: int, cfg: TrainConfig, amp: bool) -> dict:
+    """One optimisation step on batch `step`. Returns its losses."""
+    torch.manual_seed(step_seed(cfg.seed, step))  # dropout masks: a function of the step
+    rng = np.random.default_rng([cfg.seed, step, 0xB0C5])
+    schedule = memory_schedule(cfg.seed, step, cfg.frames, weights=cfg.schedule_weights)
+    frames = to_model_input(batch["frames"], device)
+    masks = batch["masks"].to(device, non_blocking=True)
+    boxes = batch["box"].to(device, non_blocking=True) if rng.random() < cfg.box_prob else None
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        outs = forward_clips(model, frames, masks, boxes, schedule)
+    loss, terms = clip_loss(outs, masks)
+    optimizer.zero_grad(set_to_none=True)
+    skipped = not math.isfinite(float(loss.detach()))
+    gnorm = float("nan")
+    if not skipped:
+        loss.backward()
+        gnorm = float(torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], cfg.grad_clip))
+        skipped = not math.isfinite(gnorm)
+        if not skipped:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {"loss": float(loss.detach()), **terms, "grad_norm": gnorm, "box": boxes is not None,
+            "schedule": schedule.kind, "skipped": skipped}
+
+
+# ------------------------------------------------------------------ files
+def state_dict_for_shipping(model) -> dict:
+    """float16 tensors (float32 where a value would not survive float16)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            h = v.to(torch.float16)
+            v = h if torch.isfinite(h).all() and (v.abs().max() if v.numel() else 0) < 6e4 else v.float()
+        out[k] = v.contiguous().clone()
+    return out
+
+
+def _atomic_save(obj, path: Path):
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path):
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_model(model, path, meta: dict | None = None, overwrite: bool = False) -> Path:
+    """Write `{"model": state_dict (float16), "meta": {...}}` atomically."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": CHECKPOINT_FORMAT, **(meta or {})}
+    _atomic_save({"model": state_dict_for_shipping(model), "meta": json.loads(json.dumps(meta))}, path)
+    return path
+
+
+def _config_record(cfg: TrainConfig) -> dict:
+    rec = {k: getattr(cfg, k) for k in RUN_DEFINING}
+    rec["config"] = Path(cfg.config or default_config()).name
+    return json.loads(json.dumps(rec))
+
+
+def open_run(run: Path, cfg: TrainConfig, resume: bool) -> dict | None:
+    """Check the run folder before anything is written; the saved state when resuming."""
+    run = Path(run)
+    cfg_path, state_path = run / "config.json", run / "state.pt"
+    if not resume:
+        if run.exists() and any(run.iterdir()):
+            what = "a training run" if cfg_path.exists() else "files this trainer did not write"
+            raise RunError(f"--run {run} is not empty (it holds {what}); pass --resume to "
+                           "continue a run there, or choose a new folder")
+        return None
+    if not cfg_path.is_file():
+        raise RunError(f"--resume: {run} holds no run to resume (no config.json)")
+    saved = json.loads(cfg_path.read_text())
+    mine = _config_record(cfg)
+    diff = {k: (saved.get(k), mine[k]) for k in mine if saved.get(k) != mine[k]}
+    if diff:
+        lines = ", ".join(f"{k}: run has {a!r}, given {b!r}" for k, (a, b) in diff.items())
+        raise RunError(f"--resume {run}: the options differ from the run's ({lines}); resume "
+                       "with the run's options or start a new run")
+    if not state_path.is_file():  # stopped before its first checkpoint: nothing to lose
+        return {}
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise RunError(f"cannot read {state_path}: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise RunError(f"{state_path} is not a training state of this trainer")
+    return state
+
+
+def write_curve(curve: list[dict], run: Path):
+    keys = ["step", "time", "lr", "loss", "mask", "dice", "iou", "class", "grad_norm", "schedule"]
+    tmp = run / f".curve.csv.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(curve)
+    os.replace(tmp, run / "curve.csv")
+
+
+def plot_curve(curve, path, log=print):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no loss-curve PNG")
+        return None
+    if not curve:
+        return None
+    steps = [r["step"] for r in curve]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k in ("loss", "mask", "dice", "iou", "class"):
+        y = np.array([r[k] for r in curve]) * (LOSS_WEIGHTS.get(k, 1.0) if k != "loss" else 1.0)
+        w = max(1, len(y) // 50)
+        ys = np.convolve(y, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], ys, label=k if k == "loss" else f"{k} (weighted)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("bundled model: training loss")
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return Path(path)
+
+
+# ------------------------------------------------------------------ the loop
+def train(run, cfg: TrainConfig, resume: bool = False, log=print) -> dict:
+    """Train (or continue) the run in folder `run`. Returns {"step", "done", "run"}."""
+    run = Path(run)
+    state = open_run(run, cfg, resume)  # refuses before anything is touched
+    if cfg.steps < 1 or cfg.batch < 1 or cfg.frames < 2:
+        raise RunError("need --steps >= 1, --batch >= 1 and --frames >= 2")
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = resolve_precision(cfg.precision, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    model = build_model(device, cfg.config, seed=cfg.seed)
+    if cfg.init and not state:  # same loader as users' checkpoints: a mismatch is refused
+        from sam2rl_fast.model_loading import ModelError, load_state_dict
+
+        missing, unexpected = model.load_state_dict(load_state_dict(cfg.init), strict=False)
+        if missing or unexpected:
+            raise ModelError(f"--init {cfg.init} does not fit the model config: "
+                             f"{len(missing)} missing, {len(unexpected)} unexpected keys")
+        log(f"warm start from {cfg.init}")
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    step, curve, spent = 0, [], 0.0
+    if state:
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or any(not k.startswith("image_encoder.trunk.") for k in missing):
+            raise RunError(f"{run / 'state.pt'} does not fit the model ({len(unexpected)} "
+                           "unexpected keys)")
+        opt.load_state_dict(state["optimizer"])
+        step, curve, spent = int(state["step"]), list(state["curve"]), float(state["seconds"])
+        log(f"resumed {run} at step {step} of {cfg.steps} ({spent / 3600:.2f} h spent so far)")
+    elif state is None:
+        run.mkdir(parents=True, exist_ok=True)
+        _atomic_text(json.dumps(_config_record(cfg), indent=1), run / "config.json")
+    model.train()
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    data = ClipDataset(cfg.seed, cfg.frames, model.image_size, cfg.suite_weights)
+    log(f"model: {n_all / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trained), image size "
+        f"{model.image_size}; device {device} ({'bf16 autocast' if amp else 'fp32'}); batch "
+        f"{cfg.batch} clips x {cfg.frames} frames; {cfg.steps} steps planned")
+
+    def checkpoint(reason: str):
+        model.eval()
+        meta = {"config": Path(cfg.config or default_config()).name, "steps": step,
+                "planned_steps": cfg.steps, "batch": cfg.batch, "frames": cfg.frames,
+                "seed": cfg.seed, "train_seconds": spent + (time.perf_counter() - t_start),
+                "parameters": n_all, "torch": torch.__version__}
+        _atomic_save({"format": STATE_FORMAT, "step": step, "model": trainable_state(model),
+                      "optimizer": opt.state_dict(), "curve": curve,
+                      "seconds": meta["train_seconds"]}, run / "state.pt")
+        save_model(model, run / "model.pt", meta, overwrite=True)
+        write_curve(curve, run)
+        plot_curve(curve, run / "loss.png", log=log)
+        model.train()
+        log(f"checkpoint ({reason}): step {step}, {run / 'state.pt'}")
+
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):  # finish the step, save, exit
+        stop["signal"] = signal.Signals(signum).name
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    t_start = time.perf_counter()
+    t_ckpt, t_mark, step_mark = t_start, t_start, step
+    try:
+        while step < cfg.steps:
+            now = time.perf_counter()
+            if cfg.minutes is not None and now - t_start >= cfg.minutes * 60:
+                break
+            if stop["signal"]:
+                break
+            f = lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * f
+            out = train_step(model, opt, batch_at(data, step, cfg.batch), device, step, cfg, amp)
+            step += 1
+            out.update(step=step, time=round(spent + time.perf_counter() - t_start, 3),
+                       lr=cfg.lr * f)
+            curve.append(out)
+            if out["skipped"]:
+                log(f"step {step}: non-finite loss or gradient ({out['loss']}): update skipped")
+            if step % cfg.log_every == 0 or step == 1:
+                now = time.perf_counter()
+                sps = (step - step_mark) / max(now - t_mark, 1e-9)
+                t_mark, step_mark = now, step
+                recent = curve[-cfg.log_every:]
+                mean = {k: float(np.nanmean([r[k] for r in recent]))
+                        for k in ("loss", "mask", "dice", "iou", "class")}
+                eta = (cfg.steps - step) / max(sps, 1e-9)
+                log(f"step {step:5d}/{cfg.steps}  loss {mean['loss']:.4f} (focal {mean['mask']:.4f} "
+                    f"dice {mean['dice']:.3f} iou {mean['iou']:.3f} obj {mean['class']:.3f})  "
+                    f"lr {cfg.lr * f:.2e}  {1 / max(sps, 1e-9):.1f} s/step  "
+                    f"{sps * cfg.batch * cfg.frames:.1f} frames/s  ETA {eta / 3600:.2f} h")
+            if time.perf_counter() - t_ckpt >= cfg.checkpoint_minutes * 60:
+                checkpoint("periodic")
+                t_ckpt = time.perf_counter()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    done = step >= cfg.steps
+    if step > 0 or state is None:
+        checkpoint("done" if done else (f"stopped by {stop['signal']}" if stop["signal"] else "time budget"))
+    if not done:
+        log(f"stopped at step {step} of {cfg.steps}; continue with the same options and --resume")
+        return {"step": step, "done": False, "run": str(run)}
+    if cfg.eval_videos > 0:
+        ev = evaluate_heldout(run / "model.pt", device, cfg.eval_videos, cfg.eval_frames,
+                              config=cfg.config, log=log)
+        _atomic_text(json.dumps(ev, indent=1), run / "eval.json")
+        log(format_eval_table(ev))
+    return {"step": step, "done": True, "run": str(run)}
+
+
+# ------------------------------------------------------------------ evaluation
+def evaluate_heldout(model, device=None, videos: int = 8, frames: int = 48, size: int = 256,
+                     suites=None, config: str | None = None, log=print) -> dict:
+    """Mean J (and J&F) of `FastTracker(agent="sam2")` on the first `videos` held-out videos of
+    each suite, the first target visible on frame 0 prompted with its mask there (frame 0 is
+    not scored). `model`: a checkpoint path or a sam2 model."""
+    from sam2rl_fast.evaluation import evaluate_agents
+    from sam2rl_fast.model_loading import build_model as build
+
+    if not isinstance(model, torch.nn.Module):
+        model = build(str(model), config=config, device=device)
+    model = model.eval()
+    t0 = time.perf_counter()
+    suites = list(suites or SUITES)
+    scores = evaluate_agents(suites, ["sam2"], model, num_videos=videos, num_frames=frames,
+                             size=size, first_target_only=True, log=log)
+    table = {}
+    for suite in suites:
+        mine = [s for s in scores if s.suite == suite]
+        js, jfs = [s.J for s in mine], [s.JF for s in mine]
+        table[suite] = {"J": float(np.mean(js)) if js else float("nan"),
+                        "J_std": float(np.std(js)) if js else float("nan"),
+                        "JF": float(np.mean(jfs)) if jfs else float("nan"), "videos": len(js),
+                        "J_per_video": {f"{suite}-{s.seed}": float(s.J) for s in mine}}
+    table["mean"] = {"J": float(np.mean([r["J"] for r in table.values()])),
+                     "JF": float(np.mean([r["JF"] for r in table.values()])),
+                     "videos": int(sum(r["videos"] for r in table.values()))}
+    table["frames"] = frames
+    table["seconds"] = time.perf_counter() - t0
+    return table
+
+
+def format_eval_table(ev: dict) -> str:
+    rows = [f"held-out ({ev.get('frames', '?')} frames, prompt frame not scored)",
+            f"{'suite':<15} {'videos':>6} {'J':>7} {'J&F':>7}"]
+    for k, r in ev.items():
+        if isinstance(r, dict):
+            rows.append(f"{k:<15} {r['videos']:>6d} {r['J']:>7.3f} {r['JF']:>7.3f}")
+    return "\n".join(rows)
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in d.items() if k in names})

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import sys
 from pathlib import Path
+
+from sam2rl_fast.outputs import (OutputDirError, check_out_path, prepare_out_dir, read_manifest,
+                                 record_outputs, staged_output)
 
 
 def _info(args) -> int:
@@ -20,18 +22,6 @@ def _info(args) -> int:
         for k, v in info.items():
             print(f"{k:>20}: {v}")
     return 0 if info["extension_loaded"] else 1
-
-
-def prepare_out_dir(out: str, overwrite: bool) -> Path:
-    """A fresh output folder; an existing non-empty one only with --overwrite."""
-    path = Path(out)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        if not overwrite:
-            raise SystemExit(f"error: {path} already exists and is not empty; "
-                             "pass --overwrite to replace it")
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _floats(text: str, n: int | None, what: str) -> list[float]:
@@ -73,16 +63,25 @@ def _prompts(args) -> dict:
 
 
 def _track(args) -> int:
+    from sam2rl_fast import FastTracker
+
+    prompt = _prompts(args)
+    inputs = [args.video, args.model, args.config, args.agent, *(args.mask or [])]
+    check_out_path(args.out, inputs)  # before any work
+    tracker = FastTracker(args.video, agent=args.agent, model=_model_for(args), prompt=prompt,
+                          progress=not args.quiet)
+    with staged_output(args.out, args.overwrite, inputs, "track") as out:
+        n = _write_tracking(tracker, out, args)
+    print(f"tracked {n} frames -> {args.out}/ (masks/, scores.csv, summary.json, overlay.mp4)")
+    return 0
+
+
+def _write_tracking(tracker, out: Path, args) -> int:
     import numpy as np
 
-    from sam2rl_fast import FastTracker
     from sam2rl_fast.overlay import decision_text, draw, save_index_png
     from sam2rl_fast.video import write_video
 
-    prompt = _prompts(args)
-    tracker = FastTracker(args.video, agent=args.agent, model=_model_for(args), prompt=prompt,
-                          progress=not args.quiet)
-    out = prepare_out_dir(args.out, args.overwrite)
     (out / "masks").mkdir()
     names = [f"obj{o}" for o in tracker.obj_ids]
     rows, timings = [], []
@@ -111,9 +110,8 @@ def _track(args) -> int:
         "ms_per_frame": {s: float(np.mean([t.get(s, 0.0) for t in timings])) for s in timings[0]},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"tracked {len(timings)} frames at {summary['fps']:.2f} FPS -> {out}/ "
-          "(masks/, scores.csv, summary.json, overlay.mp4)")
-    return 0
+    print(f"{len(timings)} frames at {summary['fps']:.2f} FPS")
+    return len(timings)
 
 
 def _model_for(args):
@@ -130,14 +128,16 @@ def _eval(args) -> int:
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
         raise SystemExit(f"error: unknown suite(s) {unknown}; choose from {sorted(SUITES)}")
+    inputs = [args.model, args.config, *(args.agent or [])]
+    check_out_path(args.out, inputs)
     model = _model_for(args)
-    out = prepare_out_dir(args.out, args.overwrite)
-    scores = evaluate_agents(suites, args.agent or ["sam2", "samurai", "dam4sam"], model,
-                             split=args.split, num_videos=args.videos, num_frames=args.frames,
-                             size=args.size, progress=not args.quiet)
-    print(format_table(summarize(scores)))
-    write_reports(scores, out)
-    print(f"-> {out}/ (summary.csv, summary.json, videos.csv, plots/)")
+    with staged_output(args.out, args.overwrite, inputs, "eval") as out:
+        scores = evaluate_agents(suites, args.agent or ["sam2", "samurai", "dam4sam"], model,
+                                 split=args.split, num_videos=args.videos, num_frames=args.frames,
+                                 size=args.size, progress=not args.quiet)
+        print(format_table(summarize(scores)))
+        write_reports(scores, out)
+    print(f"-> {args.out}/ (summary.csv, summary.json, videos.csv, plots/)")
     return 0
 
 
@@ -146,11 +146,13 @@ def _demo(args) -> int:
 
     from sam2rl_fast.demo import run_demo
 
-    model = _model_for(args)  # a missing model fails before anything is written
     out = args.out or f"sam2rl-fast-demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = prepare_out_dir(out, args.overwrite)
-    run_demo(model, out, seed_index=args.seed, num_frames=args.frames,
-             agents=args.agent or None, progress=not args.quiet)
+    inputs = [args.model, args.config, *(args.agent or [])]
+    check_out_path(out, inputs)
+    model = _model_for(args)  # a missing model fails before anything is written
+    with staged_output(out, args.overwrite, inputs, "demo") as stage:
+        run_demo(model, stage, seed_index=args.seed, num_frames=args.frames,
+                 agents=args.agent or None, progress=not args.quiet, shown_dir=out)
     return 0
 
 
@@ -161,13 +163,20 @@ def _train(args) -> int:
                      num_envs=args.num_envs, seed=args.seed, model=args.model, split=args.split)
     cfg = (TrainConfig.from_toml(args.config, **overrides) if args.config
            else TrainConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    inputs = [args.config, args.model, cfg.model]
     if args.resume:
-        if not Path(args.out).is_dir():
+        out = check_out_path(args.out, inputs)
+        if not out.is_dir():
             raise SystemExit(f"error: --resume: {args.out} does not exist")
-        out = Path(args.out)
     else:
-        out = prepare_out_dir(args.out, args.overwrite)
-    agents = run_training(cfg, out, resume=args.resume, progress=not args.quiet)
+        out = prepare_out_dir(args.out, args.overwrite, inputs, "train")
+    # files here now that the tool did not write (the user's): never listed as ours
+    before = ({p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+              - set(read_manifest(out)))
+    try:
+        agents = run_training(cfg, out, resume=args.resume, progress=not args.quiet)
+    finally:  # what this run wrote, so that a later --overwrite removes exactly that
+        record_outputs(out, "train", before)
     print(f"-> {out}/ ({len(agents)} agent file(s), training-curve.png, tensorboard/, checkpoints/)")
     for a in agents:
         print(f"   {a}")
@@ -257,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, not a traceback
+    except (ValueError, FileNotFoundError, OutputDirError) as e:  # bad input: one clear line
         print(f"error: {e}", file=sys.stderr)
         return 2
 

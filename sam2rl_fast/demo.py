@@ -25,8 +25,9 @@ DEMO_SUITE = "mixed"
 
 
 def run_demo(model, out: Path, seed_index: int = 0, num_frames: int = 40, size: int = 256,
-             agents=None, progress: bool = True) -> list[dict]:
-    """Track the demo video with each agent; write overlay.mp4, overlay.gif, summary.json."""
+             agents=None, progress: bool = True, shown_dir=None) -> list[dict]:
+    """Track the demo video with each agent; write overlay.mp4, overlay.gif, summary.json
+    into `out` (`shown_dir`: where the files end up, when `out` is a staging folder)."""
     seeds = suite_seeds(DEMO_SUITE, "heldout")
     if not 0 <= seed_index < len(seeds):
         raise ValueError(f"--seed must be in [0, {len(seeds) - 1}]")
@@ -61,5 +62,5 @@ def run_demo(model, out: Path, seed_index: int = 0, num_frames: int = 40, size: 
     write_video(panels, out / "overlay.mp4", fps=6)
     write_video(panels, out / "overlay.gif", fps=6)
     (out / "summary.json").write_text(json.dumps({"video": video.name, "rows": rows}, indent=2))
-    print(f"-> {out}/ (overlay.mp4, overlay.gif, summary.json)")
+    print(f"-> {shown_dir or out}/ (overlay.mp4, overlay.gif, summary.json)")
     return rows

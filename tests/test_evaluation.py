@@ -37,14 +37,14 @@ def test_demo_writes_overlays_and_never_overwrites(tmp_path, capsys):
 
     gif = Image.open(out / "overlay.gif")
     assert gif.n_frames == 5 and gif.size == (4 * 256, 256)  # ground truth + 3 agents
-    with pytest.raises(SystemExit, match="--overwrite"):
-        main(["demo", "--frames", "5", *MODEL, "--out", str(out)])
+    assert main(["demo", "--frames", "5", *MODEL, "--out", str(out)]) == 2
 
 
 def test_demo_without_a_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
     import sam2rl_fast.demo_model as dm
 
     monkeypatch.setattr(dm, "CHECKPOINT", tmp_path / "absent.pt")
+    monkeypatch.setattr(dm, "LEGACY_CHECKPOINT", tmp_path / "absent-too.pt", raising=False)
     assert main(["demo", "--device", "cpu", "--quiet", "--out", str(tmp_path / "d")]) == 2
     assert "bundled demo model" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()

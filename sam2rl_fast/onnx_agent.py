@@ -305,12 +305,16 @@ def export_cli(args: argparse.Namespace) -> int:
     from sam2rl_fast.policies.base import ObservationLayoutError
 
     try:
+        from sam2rl_fast.outputs import check_out_file
+
         out = Path(args.output).expanduser()
+        check_out_file(out, [args.agent], "--output")
         if out.suffix != ".onnx":
             raise AgentFileError(f"output {out} should end in .onnx (that is how trackers "
                                  "recognise an ONNX agent)")
         path = export_agent(args.agent, out, opset=args.opset, overwrite=args.overwrite)
-    except (AgentFileError, ObservationLayoutError, FileExistsError, FileNotFoundError) as e:
+    except (AgentFileError, ObservationLayoutError, FileExistsError, FileNotFoundError,
+            ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     meta = read_metadata(path)

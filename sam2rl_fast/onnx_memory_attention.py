@@ -425,7 +425,10 @@ def export_memory_attention_cli(args: argparse.Namespace) -> int:
     from sam2rl_fast.model_loading import ModelError, build_model
 
     try:
+        from sam2rl_fast.outputs import check_out_file
+
         out = Path(args.output).expanduser()
+        check_out_file(out, [args.model, args.config], "--output")
         if out.exists() and not args.overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
         model = build_model(args.model, config=args.config, image_size=args.image_size,
@@ -433,7 +436,8 @@ def export_memory_attention_cli(args: argparse.Namespace) -> int:
         config = _config_name(args.model, args.config)
         path = export_memory_attention(model, out, image_size=args.image_size, opset=args.opset,
                                        overwrite=args.overwrite, config_name=config)
-    except (ModelError, OnnxMemoryAttentionError, FileExistsError, FileNotFoundError) as e:
+    except (ModelError, OnnxMemoryAttentionError, FileExistsError, FileNotFoundError,
+            ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     meta = read_metadata(path)

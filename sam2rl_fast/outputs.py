@@ -169,3 +169,15 @@ def staged_output(out, overwrite: bool, inputs=(), command: str = "", option: st
         os.replace(stage / f, path / f)
     shutil.rmtree(stage, ignore_errors=True)
     write_manifest(path, new, command)
+
+
+def check_out_file(out, inputs=(), option: str = "--output") -> Path:
+    """An output file that is not one of the inputs (replacing it would lose the input)."""
+    path = _resolved(out)
+    for src in inputs:
+        if src is not None and isinstance(src, (str, os.PathLike)) and Path(src).expanduser().exists() \
+                and Path(src).expanduser().resolve() == path:
+            raise OutputDirError(f"{option} {out} is the input {src}; write to another file")
+    if path.is_dir():
+        raise OutputDirError(f"{option} {out} is a folder; give a file name")
+    return path

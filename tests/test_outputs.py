@@ -132,3 +132,21 @@ def test_staged_output_helpers(tmp_path):
             (stage / "x.txt").write_text("2")
             raise RuntimeError("interrupted")
     assert (out / "a" / "b" / "c.txt").read_text() == "1" and not (out / "x.txt").exists()
+
+
+def test_exports_never_write_over_their_input(tmp_path, capsys):
+    import torch
+
+    from tests.helpers import build_random_predictor
+
+    ckpt = tmp_path / "model.onnx"  # a checkpoint whose name looks like the output's
+    torch.save({"model": build_random_predictor("sam2.1", 256).state_dict()}, ckpt)
+    before = ckpt.read_bytes()
+    assert main(["export-memory-attention", "--model", str(ckpt), "-o", str(ckpt),
+                 "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err
+    agent = tmp_path / "agent.onnx"
+    agent.write_bytes(b"agent")
+    assert main(["export", str(agent), "-o", str(agent), "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before and agent.read_bytes() == b"agent"

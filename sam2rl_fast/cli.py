@@ -175,6 +175,12 @@ def _train(args) -> int:
               - set(read_manifest(out)))
     try:
         agents = run_training(cfg, out, resume=args.resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        ckpts = sorted(out.glob("checkpoints/*/step*.zip"), key=lambda p: p.stat().st_mtime)
+        where = f"the last checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
+        print(f"\ninterrupted: {where}; continue with the same options and --resume "
+              f"(finished agents in {out} are kept)", file=sys.stderr)
+        return 130
     finally:  # what this run wrote, so that a later --overwrite removes exactly that
         record_outputs(out, "train", before)
     print(f"-> {out}/ ({len(agents)} agent file(s), training-curve.png, tensorboard/, checkpoints/)")

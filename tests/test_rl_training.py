@@ -128,3 +128,40 @@ def test_headroom_is_checked_before_training(video):
                           samples=2, log=msgs.append)
     assert len(rows) == 1 and msgs[0].startswith("headroom: over 1 video(s)")
     assert ("WARNING" in " ".join(msgs)) == (rows[0].random_best < 1e-3)
+
+
+def test_resume_after_a_kill_in_a_copied_folder(run, tmp_path, capsys):
+    """As after SIGKILL past a checkpoint, in a copy of the run folder: the episodes CSV
+    lost its rows (never flushed before), the final agent is missing. The resume repairs
+    the CSV, counts checkpoints from where it is, and logs into the copy only."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "occlusion-1000000.zip").unlink()
+    shutil.rmtree(copy / "eval")
+    (copy / "occlusion-1000000-episodes.csv").write_text("")
+    for p in (copy / "checkpoints" / "occlusion-1000000").glob("step*.zip"):
+        if p.name != "step00000080.zip":
+            p.unlink()
+    tb_orig = sorted(p.name for p in (run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert main(["train", "--config", str(SMOKE), "--out", str(copy), "--resume", "--quiet"]) == 0
+    rows = (copy / "occlusion-1000000-episodes.csv").read_text().splitlines()
+    assert rows[0].startswith("timesteps,") and len(rows) > 1
+    assert int(rows[1].split(",")[0]) > 80  # only the replayed part: earlier rows were lost
+    assert (copy / "training-curve.png").is_file() and (copy / "eval" / "table.md").is_file()
+    ckpts = sorted(p.name for p in (copy / "checkpoints" / "occlusion-1000000").glob("step*.zip"))
+    # every 80 steps counted from the start (not again from the resume), each after an update;
+    # the last state (160) is the agent file itself
+    assert ckpts == ["step00000080.zip"]
+    assert sorted(p.name for p in (run / "tensorboard").rglob("events.out.tfevents.*")) == tb_orig
+    assert len(list((copy / "tensorboard").rglob("events.out.tfevents.*"))) > len(tb_orig)
+
+
+def test_resume_with_other_settings_is_refused_before_anything_changes(run, tmp_path, capsys):
+    cfg_before = (run / "config.json").read_text()
+    other = tmp_path / "other.toml"
+    other.write_text(SMOKE.read_text().replace("n_epochs = 2", "n_epochs = 3"))
+    assert main(["train", "--config", str(other), "--out", str(run), "--resume", "--quiet"]) == 2
+    assert "n_epochs: run has 2, given 3" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == cfg_before

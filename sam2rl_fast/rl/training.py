@@ -26,6 +26,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from sam2rl_fast.data.synthetic import generate_video, suite_seeds
 
 MODES = ("per-video", "multi-video")
+EPISODE_COLUMNS = ["timesteps", "wall_s", "video", "return", "episode_iou", "stock_episode_iou"]
+# settings that do not change what a run computes: free to differ on --resume
+RESUME_FREE = ("device", "eval_videos", "check_headroom")
 
 
 @dataclass
@@ -108,17 +111,26 @@ class Progress(BaseCallback):
         self.bar, self.next_ckpt, self.recent = None, every, []
 
     def _on_training_start(self):
+        if self.every:  # the next multiple of `every` (a resumed run does not restart the count)
+            self.next_ckpt = (self.num_timesteps // self.every + 1) * self.every
         if self.progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.total, initial=self.num_timesteps, desc=self.desc,
                             unit="step", smoothing=0.1)
-        new = not self.csv_path.exists()
-        self.fh = open(self.csv_path, "a", newline="")  # noqa: SIM115 - open for the whole run
+        # rows past the checkpoint this run resumes from were written by a run that was
+        # killed later: they are replayed now, so they go (and a header-less file gets one)
+        keep = []
+        if self.csv_path.is_file():
+            with open(self.csv_path, newline="") as fh:
+                keep = [r for r in csv.DictReader(fh) if r.get("timesteps", "").isdigit()
+                        and int(r["timesteps"]) <= self.num_timesteps]
+        self.fh = open(self.csv_path, "w", newline="")  # noqa: SIM115 - open for the whole run
         self.csv = csv.writer(self.fh)
-        if new:
-            self.csv.writerow(["timesteps", "wall_s", "video", "return", "episode_iou",
-                               "stock_episode_iou"])
+        self.csv.writerow(EPISODE_COLUMNS)
+        for r in keep:
+            self.csv.writerow([r[k] for k in EPISODE_COLUMNS])
+        self.fh.flush()
         self.t0 = time.perf_counter()
 
     def _on_step(self):
@@ -128,15 +140,20 @@ class Progress(BaseCallback):
                 self.csv.writerow([self.num_timesteps, f"{time.perf_counter() - self.t0:.1f}",
                                    info["video"], f"{ret:.4f}", f"{info['episode_iou']:.4f}",
                                    f"{info.get('stock_episode_iou', float('nan')):.4f}"])
+                self.fh.flush()  # a killed run keeps its rows up to the kill
                 self.recent = (self.recent + [info["episode_iou"] - info.get("stock_episode_iou", 0)])[-64:]
         if self.bar is not None:
             self.bar.update(self.num_timesteps - self.bar.n)
             if self.recent:
                 self.bar.set_postfix(gain=f"{np.mean(self.recent):+.4f}")
+        return True
+
+    def _on_rollout_start(self):
+        # After the previous rollout's PPO update (SB3 trains between rollouts): a checkpoint
+        # taken here holds every update so far, so a resume from it loses none.
         if self.every and self.num_timesteps >= self.next_ckpt:
             self.save(self.ckpt_dir / f"step{self.num_timesteps:08d}.zip")
-            self.next_ckpt += self.every
-        return True
+            self.next_ckpt = (self.num_timesteps // self.every + 1) * self.every
 
     def _on_training_end(self):
         if self.bar is not None:
@@ -180,6 +197,8 @@ def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent
     if resume is not None:
         ppo, _ = load_sb3(resume)
         ppo.set_env(env)
+        # TensorBoard writes into this run's folder, wherever the run was first started
+        ppo.tensorboard_log = str(out / "tensorboard")
         log(f"resuming {resume} at {ppo.num_timesteps} steps")
     else:
         ppo = PPO(SlotPolicy, env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
@@ -250,13 +269,29 @@ def check_headroom(items, model, cache, samples: int = 8, log=print) -> list:
     return rows
 
 
+def check_resume_config(cfg: TrainConfig, out: Path):
+    """Refuse to resume a run with other settings than it was started with."""
+    saved_path = Path(out) / "config.json"
+    if not saved_path.is_file():
+        raise ValueError(f"--resume: {out} holds no training run (no config.json)")
+    saved = json.loads(saved_path.read_text())
+    mine = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    diff = [f"{k}: run has {saved.get(k)!r}, given {v!r}" for k, v in mine.items()
+            if k not in RESUME_FREE and saved.get(k) != v]
+    if diff:
+        raise ValueError(f"--resume {out}: the settings differ from the run's ({'; '.join(diff)}); "
+                         "resume with the run's config, or start a new run in another folder")
+
+
 def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool = True, log=print) -> list[Path]:
     """Train the config's agent(s) into folder `out`; returns the agent files."""
     from sam2rl_fast.model_loading import build_model
 
     out = Path(out)
+    check_resume_config(cfg, out) if resume else None  # before anything is touched
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    if not resume or not (out / "config.json").is_file():
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     from sam2rl_fast.rl.features import FeatureCache
 
     model = build_model(cfg.model, device=cfg.device)

@@ -2,31 +2,51 @@
 
 Data flows one way: video -> features -> memory bank -> memory attention -> SAM heads
 -> memory encoder -> policy -> memory bank.
+
+Public names load on first use (PEP 562), so that `import sam2rl_fast` and
+`sam2rl_fast.build_info()` work, and say what is missing, even where sam2 is not installed.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
 from sam2rl_fast._extension import ExtensionError, build_info  # noqa: E402
-from sam2rl_fast.memory_bank import MemoryBank  # noqa: E402
-from sam2rl_fast.memory_encodings import MemoryEncodings  # noqa: E402
-from sam2rl_fast.selection import MemorySelection, StockMemoryRule  # noqa: E402
-from sam2rl_fast.policies import MemoryObservation, MemoryPolicy  # noqa: E402
-from sam2rl_fast.tracker import FastTracker, TrackingResult  # noqa: E402
 
-__all__ = [
-    "ExtensionError",
-    "FastTracker",
-    "MemoryBank",
-    "MemoryEncodings",
-    "MemoryObservation",
-    "MemoryPolicy",
-    "MemorySelection",
-    "StockMemoryRule",
-    "TrackingResult",
-    "build_info",
-]
+_LAZY = {
+    "MemoryBank": "sam2rl_fast.memory_bank",
+    "MemoryEncodings": "sam2rl_fast.memory_encodings",
+    "MemorySelection": "sam2rl_fast.selection",
+    "StockMemoryRule": "sam2rl_fast.selection",
+    "MemoryObservation": "sam2rl_fast.policies",
+    "MemoryPolicy": "sam2rl_fast.policies",
+    "FastTracker": "sam2rl_fast.tracker",
+    "TrackingResult": "sam2rl_fast.tracker",
+    "accelerate": "sam2rl_fast.accelerate",
+    "FastMemoryAttention": "sam2rl_fast.memory_attention",
+}
 
-from sam2rl_fast.accelerate import accelerate  # noqa: E402
-from sam2rl_fast.memory_attention import FastMemoryAttention  # noqa: E402
+__all__ = ["ExtensionError", "build_info", *_LAZY]
 
-__all__ += ["FastMemoryAttention", "accelerate"]
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'sam2rl_fast' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(_LAZY[name])
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "sam2":
+            raise ImportError(
+                f"sam2rl_fast.{name} needs Meta's sam2 package, which is not importable here "
+                "(install it with: SAM2_BUILD_CUDA=0 pip install --no-build-isolation "
+                "sam2==1.1.0)") from e
+        raise
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -66,7 +66,8 @@ def build_info() -> dict:
     Returns a dict with: ``version``, ``torch_version`` (installed), ``built_torch_version``,
     ``torch_cuda_version``, ``extension_loaded`` (and ``extension_error``),
     ``cuda_kernels`` (whether CUDA kernels were compiled), ``cuda_archs``,
-    ``nvcc_version``, ``cuda_available`` (a usable GPU now) and ``gpus``.
+    ``nvcc_version``, ``cuda_available`` (a usable GPU now), ``gpus`` and ``sam2_version``
+    (and ``sam2_error`` when sam2 cannot be imported).
     """
     from sam2rl_fast import __version__
 
@@ -75,6 +76,14 @@ def build_info() -> dict:
     except ImportError:
         cfg = None
     cuda_available = torch.cuda.is_available()
+    try:
+        from importlib.metadata import version
+
+        import sam2  # noqa: F401
+
+        sam2_version, sam2_error = version("sam2"), None
+    except Exception as e:  # not installed, or broken: say so instead of failing
+        sam2_version, sam2_error = None, f"{type(e).__name__}: {e}"
     return {
         "version": __version__,
         "torch_version": torch.__version__,
@@ -90,4 +99,6 @@ def build_info() -> dict:
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         if cuda_available
         else [],
+        "sam2_version": sam2_version,
+        "sam2_error": sam2_error,
     }

@@ -47,7 +47,11 @@ def _prompts(args) -> dict:
         p = Path(mpath)
         if not p.is_file():
             raise SystemExit(f"error: mask file not found: {p}")
-        a = np.array(Image.open(p))
+        try:
+            with Image.open(p) as img:
+                a = np.array(img)
+        except Exception as e:  # PIL's errors for a file that is not an image
+            raise SystemExit(f"error: --mask {p} is not an image PNG/JPEG ({type(e).__name__})") from None
         a = a if a.ndim == 2 else a[..., :3].max(-1)
         ids = [v for v in np.unique(a) if v != 0]
         if not ids:
@@ -65,6 +69,8 @@ def _prompts(args) -> dict:
 def _track(args) -> int:
     from sam2rl_fast import FastTracker
 
+    if not args.fps > 0:
+        raise SystemExit(f"error: --fps must be > 0, got {args.fps}")
     prompt = _prompts(args)
     inputs = [args.video, args.model, args.config, args.agent, *(args.mask or [])]
     check_out_path(args.out, inputs)  # before any work
@@ -107,7 +113,9 @@ def _write_tracking(tracker, out: Path, args) -> int:
         "device": str(tracker.device), "memory_attention": tracker.attention_impl,
         "objects": [str(o) for o in tracker.obj_ids], "frames": len(timings),
         "fps": len(timings) / (total_ms / 1000) if total_ms else None,
-        "ms_per_frame": {s: float(np.mean([t.get(s, 0.0) for t in timings])) for s in timings[0]},
+        # every stage seen on any frame (the prompt frame runs no memory attention)
+        "ms_per_frame": {s: float(np.mean([t[s] for t in timings if s in t]))
+                         for s in dict.fromkeys(k for t in timings for k in t)},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{len(timings)} frames at {summary['fps']:.2f} FPS")
@@ -256,20 +264,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 
-    from sam2rl_fast.onnx_agent import add_export_args, export_cli
-    from sam2rl_fast.onnx_memory_attention import (add_export_memory_attention_args,
-                                                   export_memory_attention_cli)
+    p_agent = sub.add_parser("export", help="export a trained agent (.zip) to ONNX for onnxruntime")
+    p_attn = sub.add_parser("export-memory-attention",
+                            help="export the model's memory attention to ONNX (RoPE as real arithmetic)")
+    try:
+        from sam2rl_fast.onnx_agent import add_export_args, export_cli
+        from sam2rl_fast.onnx_memory_attention import (add_export_memory_attention_args,
+                                                       export_memory_attention_cli)
+    except ImportError as e:  # e.g. sam2 missing: `info` must still run and say so
+        missing = e
 
-    p = sub.add_parser("export", help="export a trained agent (.zip) to ONNX for onnxruntime")
-    add_export_args(p)
-    p.set_defaults(func=export_cli)
+        def unavailable(args):
+            raise SystemExit(f"error: {args.command} is unavailable here: {missing}")
 
-    p = sub.add_parser("export-memory-attention",
-                       help="export the model's memory attention to ONNX (RoPE as real arithmetic)")
-    add_export_memory_attention_args(p)
-    p.set_defaults(func=export_memory_attention_cli)
+        for p in (p_agent, p_attn):
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(func=unavailable)
+    else:
+        add_export_args(p_agent)
+        p_agent.set_defaults(func=export_cli)
+        add_export_memory_attention_args(p_attn)
+        p_attn.set_defaults(func=export_memory_attention_cli)
 
     args = parser.parse_args(argv)
+    import warnings
+
+    from sam2rl_fast.model_loading import RandomWeightsWarning
+
+    def _show(message, category, *a, **k):  # one readable line, not a source excerpt
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RandomWeightsWarning)
+        warnings.showwarning = _show
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, OutputDirError) as e:  # bad input: one clear line

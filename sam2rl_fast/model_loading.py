@@ -53,6 +53,37 @@ class ModelError(ValueError):
     """A model that cannot be built: unknown config, missing or mismatched checkpoint."""
 
 
+class RandomWeightsWarning(UserWarning):
+    """A model built from a config alone: random weights, it will not track."""
+
+
+# Meta's checkpoint file of each config
+_CHECKPOINT_NAMES = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}
+
+
+def _expected_checkpoint(cfg: str) -> str | None:
+    for (fam, size), path in CONFIGS.items():
+        if path == cfg:
+            return f"{fam}_hiera_{_CHECKPOINT_NAMES[size]}.pt"
+    return None
+
+
+def resolve_device(device) -> torch.device:
+    """torch.device for 'cpu', 'cuda', 'cuda:N' (None: cuda if usable); a clear error else."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {device!r} (--device): use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ModelError(f"unsupported device {device!r} (--device): use cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"--device {device}: no usable CUDA GPU here (torch.cuda.is_available() "
+                         "is False); use --device cpu")
+    return dev
+
+
 def is_file_config(cfg: str) -> bool:
     """Whether `cfg` is a YAML file on disk (not one of sam2's packaged hydra configs)."""
     return str(cfg).endswith((".yaml", ".yml")) and Path(cfg).expanduser().is_file()
@@ -88,10 +119,20 @@ def load_state_dict(path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip (PK..); older files are raw pickles (0x80 protocol byte)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise ModelError(f"{path} is not a PyTorch checkpoint (corrupt, or another kind of "
+                         "file); expected a .pt file saved with torch.save({'model': ...})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors all mean "not a checkpoint"
-        raise ModelError(f"cannot read checkpoint {path}: {e}") from e
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "Weights only load failed" in str(e):
+            msg = ("it holds Python objects besides tensors, and sam2rl-fast loads weights "
+                   "only (no code runs from a checkpoint)")
+        raise ModelError(f"cannot read checkpoint {path}: {msg}") from e
     sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ModelError(f"{path} is not a sam2 checkpoint (expected {{'model': state_dict}})")
@@ -135,7 +176,11 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
         return model.eval()
     if isinstance(model, torch.nn.Module):
         raise ModelError(f"{type(model).__name__} is not a sam2 model (SAM2Base)")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size <= 0 or image_size % 32):
+        raise ModelError(f"image size (--image-size) must be a positive multiple of 32 (the "
+                         f"trunk halves the resolution 5 times), got {image_size!r}")
     # sam2's post-processing overrides come last and set fill_hole_area=8 whatever is asked
     # here (stock skips it without sam2's CUDA op; FastTracker never fills holes).
     extra = list(overrides)
@@ -166,7 +211,16 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
         if not _same_config(cfg, inferred) and not (is_file_config(cfg) and is_file_config(inferred)):
             raise ModelError(f"checkpoint {s} was trained with {inferred}, not {cfg}")
         return _build(cfg, s, device, extra)
-    return _build(resolve_config(s), None, device, extra)
+    cfg = resolve_config(s)
+    ckpt = _expected_checkpoint(cfg)
+    hint = (f"; for Meta's weights pass the checkpoint file ({ckpt}"
+            + (f", found in {Path.cwd()}" if ckpt and Path(ckpt).is_file() else "") + ")"
+            if ckpt else "")
+    import warnings
+
+    warnings.warn(f"model {s!r} is a config, not a checkpoint: the model has RANDOM weights "
+                  f"and will not track{hint}", RandomWeightsWarning, stacklevel=2)
+    return _build(cfg, None, device, extra)
 
 
 def _apply_overrides(cfg, overrides):

@@ -63,13 +63,39 @@ class TrackingResult:
         return float(self.tracked.sum() / (total / 1000.0)) if total > 0 else float("nan")
 
 
+def mask_from_array(a: np.ndarray, what: str) -> np.ndarray:
+    """A mask prompt as bool [H, W], by one rule: bool as it is; integers 0 / nonzero (one
+    object: a label image with several ids is refused); floats are probabilities in [0, 1],
+    the object where >= 0.5 (so a soft mask with 0.01 background is the object, not the
+    frame). NaN and values outside those ranges are errors."""
+    if a.dtype == bool:
+        return a
+    if np.issubdtype(a.dtype, np.integer):
+        ids = np.unique(a[a != 0])
+        if len(ids) > 1:
+            raise PromptError(f"{what}: the mask holds several ids {ids[:8].tolist()}; give one "
+                              "mask per object (e.g. label == k)")
+        if (a < 0).any():
+            raise PromptError(f"{what}: mask values must be 0 (background) or one id, got negatives")
+        return a != 0
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise PromptError(f"{what}: the mask holds NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 1:
+            raise PromptError(f"{what}: a float mask holds probabilities in [0, 1] (object where "
+                              f">= 0.5), got values in [{lo:g}, {hi:g}]")
+        return a >= 0.5
+    raise PromptError(f"{what}: a mask must be bool, integer or float, got {a.dtype}")
+
+
 def _parse_prompt(p, H: int, W: int, obj) -> Prompt:
     if isinstance(p, torch.Tensor):
         p = p.detach().cpu().numpy()
     if isinstance(p, np.ndarray) and p.ndim == 2:
         if p.shape != (H, W):
             raise PromptError(f"object {obj!r}: mask is {p.shape[1]}x{p.shape[0]}, the video {W}x{H}")
-        m = p.astype(bool)
+        m = mask_from_array(p, f"object {obj!r}")
         if not m.any():
             raise PromptError(f"object {obj!r}: the prompt mask is empty")
         return Prompt("mask", mask=m)
@@ -139,6 +165,10 @@ class FastTracker:
             where it is faster than stock; stock's on GPUs until the tensor-core kernel lands).
         fast_linears: on the CPU, run the model's fp32 Linear layers through oneDNN's
             prepacked kernels while tracking (see `sam2rl_fast.cpu_linear`).
+        num_frames: the length of a stream whose length is unknown (a generator, a camera).
+            SAM 2 normalises object-pointer distances by min(num_frames, 16): without it a
+            stream shorter than 16 frames gets slightly different masks than the same frames
+            given as an array. Ignored when the video's length is known.
         progress: show a progress bar with FPS.
         profile: time every stage (each timing waits for the GPU to finish, so stages do
             not overlap with the host's work); default: on the CPU, where it costs nothing,
@@ -148,8 +178,13 @@ class FastTracker:
     def __init__(self, video, agent="sam2", model=None, prompt=None, device=None, *,
                  config: str | None = None, image_size: int | None = None, capacity: int = 7,
                  fast_attention: bool | None = None, fast_linears: bool = True, progress: bool = False,
-                 profile: bool | None = None):
+                 profile: bool | None = None, num_frames: int | None = None):
         self.video = open_video(video)
+        if num_frames is not None:
+            if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+                raise PromptError(f"num_frames must be a positive int, got {num_frames!r}")
+            if self.video.num_frames is None:
+                self.video.num_frames = num_frames
         self.model = build_model(model, config=config, device=device, image_size=image_size)
         self.device = self.model.device
         self.policy = make_policy(agent)
@@ -167,9 +202,13 @@ class FastTracker:
             # needs its 6 recent ones. (A learned agent's bank size is its layout's: there,
             # corrections take replaceable slots.)
             capacity += len(self.corrections)
-        if self.video.num_frames is not None and self.prompt_frame >= self.video.num_frames:
-            raise PromptError(f"prompt on frame {self.prompt_frame}, the video has "
-                              f"{self.video.num_frames} frames")
+        n = self.video.num_frames
+        if n is not None and self.prompt_frame >= n:
+            raise PromptError(f"prompt on frame {self.prompt_frame}, the video has {n} frames")
+        late = [f for f in self.corrections if n is not None and f >= n]
+        if late:
+            raise PromptError(f"correction prompt on frame {late[0]}, the video has {n} frames "
+                              f"(frames 0..{n - 1})")
         self.capacity, self.progress, self.fast_linears = capacity, progress, fast_linears
         self.profile = self.device.type == "cpu" if profile is None else bool(profile)
         self.memory_attention, self.attention_impl = pick_memory_attention(self.model, fast_attention)
@@ -220,6 +259,7 @@ class FastTracker:
         linears = packed_linears(self.model, enabled=self.fast_linears and self.device.type == "cpu")
         try:
             with linears:
+                f = -1
                 for f, frame in enumerate(self.video):
                     decode_ms = (time.perf_counter() - t_prev) * 1e3
                     if f < self.prompt_frame:
@@ -251,6 +291,12 @@ class FastTracker:
                         bar.set_postfix(fps=f"{1000.0 / total:.1f}" if total else "-")
                     t_prev = time.perf_counter()
                     yield out
+            # a stream (no length known up front) that ended before a prompted frame
+            seen = f + 1
+            missed = [g for g in (self.prompt_frame, *self.corrections) if g >= seen]
+            if missed:
+                raise PromptError(f"{self.video.name} ended after {seen} frame(s), before the "
+                                  f"prompt on frame {missed[0]}")
         finally:
             if bar is not None:
                 bar.close()

@@ -2,7 +2,9 @@
 
 `open_video` accepts a video file (MP4 or any container PyAV reads), a folder of
 JPEG/PNG frames, a numpy array `[T, H, W, 3]`, or any iterable of `[H, W, 3]` frames (a
-camera stream). Frames are decoded one at a time: nothing needs the whole video in memory.
+camera stream). Pixel values follow one rule (`pixel_scale`): uint8 as is, other integers
+within 0..255, floats in [0, 1] or [0, 255] (decided on the whole array, or on a stream's
+first frame); anything else (uint16 beyond 255, NaN, negative values, bool) is an error. Frames are decoded one at a time: nothing needs the whole video in memory.
 `preprocess_frame` turns a frame into the model's input exactly as sam2's `init_state`
 does (PIL resize to a square, [0, 1], ImageNet mean/std).
 """
@@ -30,17 +32,57 @@ def _natural_key(p: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
-def _check_frame(frame, where: str) -> np.ndarray:
+def pixel_scale(a: np.ndarray, where: str) -> float:
+    """The factor that takes `a`'s values to 0..255, by one rule (else a VideoError):
+
+    - uint8: as it is;
+    - other integers (uint16, int32, ...): values must lie in 0..255 (a 16-bit video must be
+      scaled to 8 bits by its owner: the tool cannot know its white level);
+    - floats: finite, either in [0, 1] (scaled by 255) or in [0, 255] (as they are);
+    - bool: refused (a mask, not a video)."""
+    if a.dtype == np.uint8:
+        return 1.0
+    if a.dtype == bool:
+        raise VideoError(f"{where}: a boolean array is a mask, not a video (frames are uint8 "
+                         "0..255 or floats in [0, 1])")
+    if a.size == 0:
+        return 1.0
+    if np.issubdtype(a.dtype, np.integer):
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 255:
+            raise VideoError(f"{where}: {a.dtype} pixel values in [{lo}, {hi}] are outside 0..255; "
+                             "convert the video to uint8 first (e.g. (x >> 8).astype(np.uint8) "
+                             "for 16-bit frames)")
+        return 1.0
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise VideoError(f"{where}: the frames hold NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 255:
+            raise VideoError(f"{where}: float pixel values in [{lo:g}, {hi:g}]; floats must lie "
+                             "in [0, 1] or in [0, 255]")
+        return 255.0 if hi <= 1.0 else 1.0
+    raise VideoError(f"{where}: unsupported pixel type {a.dtype}")
+
+
+def _check_frame(frame, where: str, scale: float | None = None) -> tuple[np.ndarray, float]:
+    """(RGB uint8 frame, scale used): `scale` fixed by the video's first frame or whole
+    array, so that every frame of a float video is read the same way."""
     a = np.asarray(frame)
     if a.ndim == 2:  # grayscale: replicate, as PIL's convert("RGB") does
         a = np.repeat(a[..., None], 3, axis=-1)
     if a.ndim != 3 or a.shape[-1] not in (3, 4):
         raise VideoError(f"{where}: a frame must be [H, W, 3] RGB, got shape {list(a.shape)}")
+    a = a[..., :3]
     if a.dtype != np.uint8:
-        if np.issubdtype(a.dtype, np.floating) and a.size and float(a.max()) <= 1.0:
-            a = np.round(a * 255.0)
-        a = np.clip(a, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(a[..., :3])
+        own = pixel_scale(a, where)
+        if scale is None:
+            scale = own
+        elif scale == 255.0 and own == 1.0:
+            raise VideoError(f"{where}: float frames started in [0, 1], this frame holds values "
+                             f"up to {float(a.max()):g}")
+        a = np.round(a.astype(np.float32) * scale).astype(np.uint8)
+    return np.ascontiguousarray(a), scale or 1.0
 
 
 class VideoSource:
@@ -49,18 +91,28 @@ class VideoSource:
     `num_frames` is None for streams whose length is unknown until they end.
     """
 
-    def __init__(self, frames: Iterable, num_frames: int | None, name: str):
+    def __init__(self, frames: Iterable, num_frames: int | None, name: str,
+                 scale: float | None = None):
         self._frames = frames
         self.num_frames = num_frames
         self.name = name
         self._first: np.ndarray | None = None
         self._iter: Iterator | None = None
+        self._scale = self._given_scale = scale
+        # a one-shot iterator (a generator) can be read once; say so instead of yielding nothing
+        self._one_shot = isinstance(frames, Iterator)
+        self._consumed = False
 
     def _ensure_first(self) -> np.ndarray:
         if self._first is None:
+            if self._one_shot and self._consumed:
+                raise VideoError(f"{self.name}: this stream (a generator) was already read; "
+                                 "a new tracker needs a new generator, a list or an array")
+            self._consumed = True
             self._iter = iter(self._frames)
             try:
-                self._first = _check_frame(next(self._iter), self.name)
+                self._first, self._scale = _check_frame(next(self._iter), self.name,
+                                                        self._given_scale)
             except StopIteration:
                 raise VideoError(f"{self.name}: the video has no frames") from None
         return self._first
@@ -79,7 +131,7 @@ class VideoSource:
         H, W = first.shape[:2]
         yield first
         for t, f in enumerate(rest, start=1):
-            f = _check_frame(f, self.name)
+            f, _ = _check_frame(f, self.name, self._scale)
             if f.shape[:2] != (H, W):
                 raise VideoError(f"{self.name}: frame {t} is {f.shape[1]}x{f.shape[0]}, "
                                  f"frame 0 is {W}x{H}; all frames must have one size")
@@ -142,7 +194,8 @@ def open_video(video) -> VideoSource:
             raise VideoError(f"a video array must be [T, H, W, 3], got shape {list(video.shape)}")
         if video.shape[0] == 0:
             raise VideoError("the video array has no frames")
-        return VideoSource(list(video), video.shape[0], "array")
+        scale = pixel_scale(video[..., :3], "video array")  # the whole array by one rule, up front
+        return VideoSource(list(video), video.shape[0], "array", scale)
     if isinstance(video, Iterable):
         return VideoSource(video, len(video) if hasattr(video, "__len__") else None, "stream")
     raise VideoError(f"unsupported video type {type(video).__name__}: pass a path, a folder, "

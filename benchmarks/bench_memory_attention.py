@@ -29,8 +29,11 @@ import torch._inductor.config
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._timing import median_time  # noqa: E402
 from sam2rl_fast import FastMemoryAttention  # noqa: E402
-from tests.helpers import build_random_predictor, rel_err  # noqa: E402
-from tests.ops.test_memory_attention_fast import memory_attention_inputs  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    build_random_predictor,
+    memory_attention_inputs,  # noqa: E402
+    rel_err,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

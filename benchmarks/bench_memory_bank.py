@@ -20,7 +20,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._timing import median_time  # noqa: E402
 from sam2rl_fast.ops import memory_append, memory_gather  # noqa: E402
-from sam2rl_fast.ops.memory_bank import gather_out_dtype  # noqa: E402
 from tests.helpers import random_bank_inputs  # noqa: E402
 
 

@@ -26,13 +26,12 @@ from benchmarks.bench_memory_attention import (
     time_interleaved,
 )
 from sam2rl_fast import FastMemoryAttention
-from sam2rl_fast.onnx_memory_attention import (
+from sam2rl_fast.export.memory_attention import (
     OnnxMemoryAttention,
     default_providers,
     export_memory_attention,
 )
-from tests.helpers import build_random_predictor, rel_err
-from tests.ops.test_memory_attention_fast import memory_attention_inputs
+from tests.helpers import build_random_predictor, memory_attention_inputs, rel_err
 
 
 def _call(fn, inputs, n_ptr):

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_memory_attention import device_name, load_average
-from sam2rl_fast.onnx_agent import OnnxPolicy, export_agent
+from sam2rl_fast.export.agent import OnnxPolicy, export_agent
 from sam2rl_fast.rl.agents import load_sb3
 
 

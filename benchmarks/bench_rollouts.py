@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sam2rl_fast.data.synthetic import generate_video
-from sam2rl_fast.model_loading import build_model
+from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.rl import EpisodeBatch, EpisodeVideo, FeatureCache, Lane
-from sam2rl_fast.tracking_step import TrackingStep
+from sam2rl_fast.tracking.step import TrackingStep
 from tests.helpers import write_jpeg_folder
 
 

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import median_time  # noqa: E402
 from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis  # noqa: E402
 
+from benchmarks._timing import median_time  # noqa: E402
 from sam2rl_fast.ops import rope_attention  # noqa: E402
 
 

@@ -29,8 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sam2rl_fast import FastTracker  # noqa: E402
-from tests.helpers import (SAM2_CONFIGS, build_random_predictor, moving_square_video,  # noqa: E402
-                           shift_object_scores, write_jpeg_folder)
+from tests.helpers import (  # noqa: E402
+    SAM2_CONFIGS,
+    build_random_predictor,
+    moving_square_video,
+    shift_object_scores,
+    write_jpeg_folder,
+)
 
 
 def build(config, size, device, vos=False):

@@ -1,4 +1,4 @@
-"""Export a trained memory-control agent to ONNX (thin wrapper over sam2rl_fast.onnx_agent).
+"""Export a trained memory-control agent to ONNX (thin wrapper over sam2rl_fast.export.agent).
 
     python export/export_agent.py runs/agent/agent.zip -o agent.onnx
     python export/export_agent.py runs/agent/agent.zip -o agent.onnx --opset 18 --overwrite
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sam2rl_fast.onnx_agent import add_export_args, export_cli
+from sam2rl_fast.export.agent import add_export_args, export_cli
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Export SAM 2's memory attention to ONNX (thin wrapper over sam2rl_fast.onnx_memory_attention).
+"""Export SAM 2's memory attention to ONNX (thin wrapper over sam2rl_fast.export.memory_attention).
 
     python export/export_memory_attention.py --model sam2.1_hiera_large.pt -o ma_large.onnx
     python export/export_memory_attention.py --model sam2.1_hiera_t --image-size 512 -o ma.onnx
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sam2rl_fast.onnx_memory_attention import (
+from sam2rl_fast.export.memory_attention import (
     add_export_memory_attention_args,
     export_memory_attention_cli,
 )

@@ -13,19 +13,22 @@ import importlib
 
 __version__ = "0.1.0"
 
+from sam2rl_fast import _compat
 from sam2rl_fast._extension import ExtensionError, build_info  # noqa: E402
 
+_compat.install()  # old module paths (sam2rl_fast.tracker, ...) keep working
+
 _LAZY = {
-    "MemoryBank": "sam2rl_fast.memory_bank",
-    "MemoryEncodings": "sam2rl_fast.memory_encodings",
-    "MemorySelection": "sam2rl_fast.selection",
-    "StockMemoryRule": "sam2rl_fast.selection",
+    "MemoryBank": "sam2rl_fast.memory.bank",
+    "MemoryEncodings": "sam2rl_fast.model.encodings",
+    "MemorySelection": "sam2rl_fast.memory.selection",
+    "StockMemoryRule": "sam2rl_fast.memory.selection",
     "MemoryObservation": "sam2rl_fast.policies",
     "MemoryPolicy": "sam2rl_fast.policies",
-    "FastTracker": "sam2rl_fast.tracker",
-    "TrackingResult": "sam2rl_fast.tracker",
-    "accelerate": "sam2rl_fast.accelerate",
-    "FastMemoryAttention": "sam2rl_fast.memory_attention",
+    "FastTracker": "sam2rl_fast.tracking.tracker",
+    "TrackingResult": "sam2rl_fast.tracking.tracker",
+    "accelerate": "sam2rl_fast.model.accelerate",
+    "FastMemoryAttention": "sam2rl_fast.model.memory_attention",
 }
 
 __all__ = ["ExtensionError", "build_info", *_LAZY]

@@ -8,8 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from sam2rl_fast.outputs import (OutputDirError, check_out_path, prepare_out_dir, read_manifest,
-                                 record_outputs, staged_output)
+from sam2rl_fast.outputs import (
+    OutputDirError,
+    check_out_path,
+    prepare_out_dir,
+    read_manifest,
+    record_outputs,
+    staged_output,
+)
 
 
 def _info(args) -> int:
@@ -85,8 +91,8 @@ def _track(args) -> int:
 def _write_tracking(tracker, out: Path, args) -> int:
     import numpy as np
 
-    from sam2rl_fast.overlay import decision_text, draw, save_index_png
-    from sam2rl_fast.video import write_video
+    from sam2rl_fast.eval.overlay import decision_text, draw, save_index_png
+    from sam2rl_fast.tracking.video import write_video
 
     (out / "masks").mkdir()
     names = [f"obj{o}" for o in tracker.obj_ids]
@@ -123,14 +129,19 @@ def _write_tracking(tracker, out: Path, args) -> int:
 
 
 def _model_for(args):
-    from sam2rl_fast.model_loading import build_model
+    from sam2rl_fast.model.loading import build_model
 
     return build_model(args.model, config=args.config, device=args.device, image_size=args.image_size)
 
 
 def _eval(args) -> int:
     from sam2rl_fast.data.synthetic import SUITES
-    from sam2rl_fast.evaluation import evaluate_agents, format_table, summarize, write_reports
+    from sam2rl_fast.eval.evaluation import (
+        evaluate_agents,
+        format_table,
+        summarize,
+        write_reports,
+    )
 
     suites = args.suite or list(SUITES)
     unknown = [s for s in suites if s not in SUITES]
@@ -152,7 +163,7 @@ def _eval(args) -> int:
 def _demo(args) -> int:
     import time
 
-    from sam2rl_fast.demo import run_demo
+    from sam2rl_fast.eval.demo import run_demo
 
     out = args.out or f"sam2rl-fast-demo-{time.strftime('%Y%m%d-%H%M%S')}"
     inputs = [args.model, args.config, *(args.agent or [])]
@@ -268,9 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     p_attn = sub.add_parser("export-memory-attention",
                             help="export the model's memory attention to ONNX (RoPE as real arithmetic)")
     try:
-        from sam2rl_fast.onnx_agent import add_export_args, export_cli
-        from sam2rl_fast.onnx_memory_attention import (add_export_memory_attention_args,
-                                                       export_memory_attention_cli)
+        from sam2rl_fast.export.agent import add_export_args, export_cli
+        from sam2rl_fast.export.memory_attention import (
+            add_export_memory_attention_args,
+            export_memory_attention_cli,
+        )
     except ImportError as e:  # e.g. sam2 missing: `info` must still run and say so
         missing = e
 
@@ -289,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import warnings
 
-    from sam2rl_fast.model_loading import RandomWeightsWarning
+    from sam2rl_fast.model.loading import RandomWeightsWarning
 
     def _show(message, category, *a, **k):  # one readable line, not a source excerpt
         print(f"warning: {message}", file=sys.stderr)

@@ -20,5 +20,5 @@ pip_install pybind11 ninja "cmake>=3.26" "scikit-build-core>=0.10" numpy tqdm pi
 # sam2 without its optional CUDA extension (no GPU needed to build), against our torch.
 "$PY" -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 pip_install --no-build-isolation "sam2==1.1.0"
 # --no-build-isolation: build against the torch above, not a second one pip would fetch.
-pip_install --no-build-isolation --no-cache-dir -e .
+pip_install --no-build-isolation --no-cache-dir -e ".[train,test]"
 "$PY" -c "import json, sam2rl_fast; print(json.dumps(sam2rl_fast.build_info()))"

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from sam2rl_fast.cpu_linear import onednn_linear_available, packed_linears
+from sam2rl_fast.model.cpu_linear import onednn_linear_available, packed_linears
 from tests.helpers import rel_err
 
 pytestmark = pytest.mark.skipif(not onednn_linear_available(), reason="no oneDNN linear in this torch")
@@ -39,7 +39,7 @@ def test_inference_tensors_as_weights():
         lin = nn.Linear(16, 8)
         w = lin.weight * 2
         x = torch.randn(4, 16)
-        from sam2rl_fast.cpu_linear import PackedWeight, packed_linear
+        from sam2rl_fast.model.cpu_linear import PackedWeight, packed_linear
 
         y = packed_linear(x, w, lin.bias, PackedWeight())
         assert rel_err(y, nn.functional.linear(x, w, lin.bias)) <= 1e-6

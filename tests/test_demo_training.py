@@ -1,7 +1,6 @@
 """The bundled model: its architecture, its trainer, its checkpoints (CPU, tiny settings)."""
 
 import importlib.util
-import json
 import os
 import signal
 from pathlib import Path
@@ -9,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from demo_trainer import data as tdata
 from demo_trainer import forward as tfwd
 from demo_trainer import losses as tloss
 from demo_trainer import run as trun
-from sam2rl_fast import demo_model
+
 from sam2rl_fast.data.synthetic import generate_video
-from sam2rl_fast.model_loading import ModelError, build_model
+from sam2rl_fast.model import bundled as demo_model
+from sam2rl_fast.model.loading import ModelError, build_model
 from tests.helpers import build_random_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +79,7 @@ def test_config_builds_a_sam21_on_a_pretrained_trunk_with_the_project_interfaces
     from sam2.sam2_video_predictor import SAM2VideoPredictor
 
     from sam2rl_fast.model.efficientnet_trunk import EfficientNetLite0Trunk
-    from sam2rl_fast.model_loading import infer_config
+    from sam2rl_fast.model.loading import infer_config
 
     assert isinstance(model, SAM2VideoPredictor)
     assert isinstance(model.image_encoder.trunk, EfficientNetLite0Trunk)
@@ -106,10 +105,13 @@ def test_trunk_weights_map_to_timm_with_the_reference_logits():
     import skimage.data
     import torch.nn.functional as F
 
-    from sam2rl_fast.model.efficientnet_trunk import (IMAGENET_MEAN, IMAGENET_STD,
-                                                      build_efficientnet_lite0,
-                                                      map_reference_state_dict,
-                                                      pretrained_reference_weights_path)
+    from sam2rl_fast.model.efficientnet_trunk import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        build_efficientnet_lite0,
+        map_reference_state_dict,
+        pretrained_reference_weights_path,
+    )
 
     ref = ref_pkg.EfficientNet.from_name("efficientnet-lite0")
     ref.load_state_dict(torch.load(pretrained_reference_weights_path(), weights_only=True))
@@ -344,7 +346,7 @@ def test_bundled_model_loads_and_tracks():
     """The shipped checkpoint loads through the Meta-checkpoint path and follows an easy target."""
     from sam2rl_fast import FastTracker
     from sam2rl_fast.data.synthetic import suite_seeds
-    from sam2rl_fast.metrics import evaluate_video
+    from sam2rl_fast.eval.metrics import evaluate_video
 
     ckpt, _ = demo_model.bundled_checkpoint()
     assert ckpt.is_file()

@@ -41,7 +41,7 @@ def test_demo_writes_overlays_and_never_overwrites(tmp_path, capsys):
 
 
 def test_demo_without_a_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    import sam2rl_fast.demo_model as dm
+    import sam2rl_fast.model.bundled as dm
 
     monkeypatch.setattr(dm, "CHECKPOINT", tmp_path / "absent.pt")
     monkeypatch.setattr(dm, "LEGACY_CHECKPOINT", tmp_path / "absent-too.pt", raising=False)
@@ -51,8 +51,8 @@ def test_demo_without_a_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 
 def test_evaluate_agents_on_given_seeds():
-    from sam2rl_fast.evaluation import evaluate_agents
-    from sam2rl_fast.model_loading import build_model
+    from sam2rl_fast.eval.evaluation import evaluate_agents
+    from sam2rl_fast.model.loading import build_model
 
     scores = evaluate_agents(["occlusion"], ["sam2"], build_model(None, device="cpu"), seeds=[1_000_003],
                              num_frames=4, size=128, log=lambda m: None)

@@ -12,9 +12,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from sam2rl_fast.cli import main
-from sam2rl_fast.model_loading import ModelError, RandomWeightsWarning, build_model
-from sam2rl_fast.tracker import FastTracker, PromptError, _parse_prompt, mask_from_array
-from sam2rl_fast.video import VideoError, open_video
+from sam2rl_fast.model.loading import ModelError, RandomWeightsWarning, build_model
+from sam2rl_fast.tracking.tracker import (
+    FastTracker,
+    PromptError,
+    _parse_prompt,
+    mask_from_array,
+)
+from sam2rl_fast.tracking.video import VideoError, open_video
 from tests.helpers import build_random_predictor, moving_square_video, write_jpeg_folder
 
 BASE = ["--model", "sam2.1_hiera_t", "--image-size", "256", "--device", "cpu", "--quiet"]

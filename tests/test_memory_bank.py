@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from sam2rl_fast import MemoryBank, MemoryEncodings, MemorySelection, StockMemoryRule, build_info
+from sam2rl_fast import (
+    MemoryBank,
+    MemoryEncodings,
+    MemorySelection,
+    StockMemoryRule,
+    build_info,
+)
 
 
 def encodings(hw=16, C=64):
@@ -127,6 +133,7 @@ def test_build_info_reports_the_build():
 
 def test_torch_version_mismatch_is_reported_clearly(monkeypatch):
     import sam2rl_fast._build_config as cfg
+
     from sam2rl_fast import _extension
 
     monkeypatch.setattr(cfg, "TORCH_VERSION", "0.0.0-other")

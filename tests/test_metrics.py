@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sam2rl_fast.metrics import boundary_f, boundary_map, evaluate_video, iou
+from sam2rl_fast.eval.metrics import boundary_f, boundary_map, evaluate_video, iou
 
 
 def square(H=40, W=50, y=10, x=10, s=10):

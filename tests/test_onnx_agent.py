@@ -21,8 +21,7 @@ import torch
 
 from sam2rl_fast import FastTracker
 from sam2rl_fast.data.synthetic import generate_video
-from sam2rl_fast.model_loading import build_model
-from sam2rl_fast.onnx_agent import (
+from sam2rl_fast.export.agent import (
     FORMAT,
     OnnxPolicy,
     add_export_args,
@@ -30,6 +29,7 @@ from sam2rl_fast.onnx_agent import (
     export_cli,
     read_metadata,
 )
+from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.policies import (
     OBS_LAYOUT,
     ObservationLayoutError,

@@ -15,8 +15,7 @@ import onnx
 import pytest
 import torch
 
-from sam2rl_fast.model_loading import build_model
-from sam2rl_fast.onnx_memory_attention import (
+from sam2rl_fast.export.memory_attention import (
     ExportableMemoryAttention,
     OnnxMemoryAttention,
     OnnxMemoryAttentionError,
@@ -25,8 +24,8 @@ from sam2rl_fast.onnx_memory_attention import (
     export_memory_attention_cli,
     read_metadata,
 )
-from tests.helpers import rel_err
-from tests.ops.test_memory_attention_fast import memory_attention_inputs, sharpened
+from sam2rl_fast.model.loading import build_model
+from tests.helpers import memory_attention_inputs, rel_err, sharpened
 
 TOL = 1e-4
 CPU = ["CPUExecutionProvider"]
@@ -211,6 +210,6 @@ def test_cli_exports_and_refuses_overwrite(tmp_path, capsys):
     bad = parser.parse_args(["--model", "sam2.1_hiera_t", "--image-size", "250", "-o",
                              str(tmp_path / "bad.onnx")])
     assert export_memory_attention_cli(bad) == 2
-    assert "stride" in capsys.readouterr().err
+    assert "multiple of 32" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # -o is required
         parser.parse_args(["--model", "sam2.1_hiera_t"])

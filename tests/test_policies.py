@@ -4,11 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from sam2rl_fast.policies import (OBS_LAYOUT, Dam4SamPolicy, MemoryObservation, RecencyReadRule,
-                                  SamuraiPolicy, VectorPolicy, obs_size)
+from sam2rl_fast.memory.selection import StockMemoryRule
+from sam2rl_fast.policies import (
+    OBS_LAYOUT,
+    Dam4SamPolicy,
+    MemoryObservation,
+    RecencyReadRule,
+    SamuraiPolicy,
+    VectorPolicy,
+    obs_size,
+)
 from sam2rl_fast.policies.kalman import BoxKalman
 from sam2rl_fast.policies.mask_stats import box_iou_matrix, mask_boxes, mask_centroids
-from sam2rl_fast.selection import StockMemoryRule
 
 S = 7
 

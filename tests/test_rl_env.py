@@ -10,8 +10,8 @@ from stable_baselines3.common.env_checker import check_env
 
 from sam2rl_fast import FastTracker
 from sam2rl_fast.data.synthetic import generate_video
-from sam2rl_fast.metrics import iou
-from sam2rl_fast.model_loading import build_model
+from sam2rl_fast.eval.metrics import iou
+from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.policies import VectorPolicy
 from sam2rl_fast.rl import (
     EpisodeBatch,
@@ -53,7 +53,7 @@ def test_check_env_passes(video, model):
 def test_features_are_the_image_encoders(model, video, cache):
     feats = cache.get(video.frames)
     assert cache.get(video.frames) is feats  # computed once
-    from sam2rl_fast.tracking_step import TrackingStep
+    from sam2rl_fast.tracking.step import TrackingStep
 
     with torch.inference_mode():
         vf, vp, sizes = TrackingStep(model, None).encode_image(video.frames[3])

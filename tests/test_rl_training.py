@@ -118,7 +118,7 @@ def test_config_errors(tmp_path):
 
 
 def test_headroom_is_checked_before_training(video):
-    from sam2rl_fast.model_loading import build_model
+    from sam2rl_fast.model.loading import build_model
     from sam2rl_fast.rl.features import FeatureCache
     from sam2rl_fast.rl.training import check_headroom
 

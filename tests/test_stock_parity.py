@@ -11,8 +11,12 @@ import pytest
 import torch
 
 from sam2rl_fast import MemoryBank, MemoryEncodings, StockMemoryRule
-from tests.helpers import (build_random_predictor, moving_square_video, shift_object_scores,
-                           write_jpeg_folder)
+from tests.helpers import (
+    build_random_predictor,
+    moving_square_video,
+    shift_object_scores,
+    write_jpeg_folder,
+)
 
 T = 12
 

@@ -7,12 +7,16 @@ import pytest
 import torch
 
 from sam2rl_fast import FastTracker
-from sam2rl_fast.model_loading import ModelError, build_model, infer_config
+from sam2rl_fast.model.loading import ModelError, build_model, infer_config
 from sam2rl_fast.policies import ObservationLayoutError, VectorPolicy
-from sam2rl_fast.tracker import PromptError
-from sam2rl_fast.video import VideoError, open_video, write_video
-from tests.helpers import (build_random_predictor, moving_square_video, shift_object_scores,
-                           write_jpeg_folder)
+from sam2rl_fast.tracking.tracker import PromptError
+from sam2rl_fast.tracking.video import VideoError, open_video, write_video
+from tests.helpers import (
+    build_random_predictor,
+    moving_square_video,
+    shift_object_scores,
+    write_jpeg_folder,
+)
 
 
 def present_everywhere(predictor):

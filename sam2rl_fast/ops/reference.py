@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from sam2rl_fast.ops.rope import apply_rope, rope_tables
+
 
 def memory_append_ref(
     bank: torch.Tensor,  # [B, S, HW, C]
@@ -49,3 +51,15 @@ def memory_gather_ref(
     memory = torch.cat([memory_sp, memory_ptr], dim=0)
     memory_pos = torch.cat([pos_sp, pos_ptr.to(pos_sp.dtype)], dim=0)
     return memory, memory_pos
+
+
+def rope_attention_ref(q, k, v, side, num_k_exclude_rope=0, scale=None, theta=10000.0):
+    """Reference of the fused op: (out [B, Nq, Dv], lse [B, Nq]) in the inputs' precision."""
+    cos, sin = rope_tables(side, q.shape[-1], theta, device=q.device, dtype=q.dtype)
+    n_rope = k.shape[1] - num_k_exclude_rope
+    reps = n_rope // q.shape[1]
+    qr = apply_rope(q, cos, sin)
+    kr = torch.cat([apply_rope(k[:, :n_rope], cos.repeat(reps, 1), sin.repeat(reps, 1)),
+                    k[:, n_rope:]], dim=1)
+    s = (qr @ kr.transpose(1, 2)) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sam2rl_fast.policies.base import (CANDIDATE_FEATURES, OBS_LAYOUT, SLOT_FEATURES,
-                                       MemoryObservation, MemoryPolicy, ObservationLayoutError,
-                                       RecencyReadRule, obs_size)
+from sam2rl_fast.policies.base import (
+    CANDIDATE_FEATURES,
+    OBS_LAYOUT,
+    SLOT_FEATURES,
+    MemoryObservation,
+    MemoryPolicy,
+    ObservationLayoutError,
+    RecencyReadRule,
+    obs_size,
+)
 from sam2rl_fast.policies.dam4sam import Dam4SamPolicy
 from sam2rl_fast.policies.learned import VectorPolicy
 from sam2rl_fast.policies.samurai import SamuraiPolicy
@@ -27,10 +34,12 @@ def make_policy(agent) -> MemoryPolicy:
             if not path.is_file():
                 raise FileNotFoundError(f"agent file not found: {path}")
             if path.suffix == ".zip":
-                from sam2rl_fast.rl.agents import Sb3Policy  # needs stable-baselines3
+                from sam2rl_fast.policies.sb3 import (
+                    Sb3Policy,  # needs stable-baselines3
+                )
 
                 return Sb3Policy(path)
-            from sam2rl_fast.onnx_agent import OnnxPolicy  # needs onnx and onnxruntime
+            from sam2rl_fast.policies.onnx import OnnxPolicy  # needs onnxruntime
 
             return OnnxPolicy(path)
         raise ValueError(f"unknown agent {agent!r}: use one of {sorted(POLICIES)}, a MemoryPolicy, "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sam2rl_fast.selection import MemorySelection, StockMemoryRule
+from sam2rl_fast.memory.selection import MemorySelection, StockMemoryRule
 
 OBS_LAYOUT = "sam2rl-fast/memory-obs/v1"
 SLOT_FEATURES = ("occupied", "is_cond", "age", "iou", "obj_prob", "area", "displacement",

@@ -15,7 +15,11 @@ from collections import deque
 
 import numpy as np
 
-from sam2rl_fast.policies.base import MemoryObservation, MemoryPolicy, oldest_replaceable
+from sam2rl_fast.policies.base import (
+    MemoryObservation,
+    MemoryPolicy,
+    oldest_replaceable,
+)
 
 
 class Dam4SamPolicy(MemoryPolicy):

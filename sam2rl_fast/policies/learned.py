@@ -12,8 +12,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sam2rl_fast.policies.base import (OBS_LAYOUT, MemoryObservation, MemoryPolicy, check_layout,
-                                       obs_size)
+from sam2rl_fast.policies.base import (
+    OBS_LAYOUT,
+    MemoryObservation,
+    MemoryPolicy,
+    check_layout,
+    obs_size,
+)
 
 
 class VectorPolicy(MemoryPolicy):

@@ -12,7 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sam2rl_fast.policies.base import MemoryObservation, MemoryPolicy, oldest_replaceable
+from sam2rl_fast.policies.base import (
+    MemoryObservation,
+    MemoryPolicy,
+    oldest_replaceable,
+)
 from sam2rl_fast.policies.kalman import BoxKalman
 from sam2rl_fast.policies.mask_stats import box_iou_matrix, mask_boxes
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2rl_fast.evaluation import evaluate_agents, write_reports
+from sam2rl_fast.eval.evaluation import evaluate_agents, write_reports
 
 HEURISTICS = ("samurai", "dam4sam")
 MIN_GAIN = 1e-3  # J

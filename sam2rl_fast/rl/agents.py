@@ -1,113 +1,13 @@
-"""Agent files: a stable-baselines3 PPO `.zip` plus what it was trained for.
+"""Agent files, for the training code: they live in `sam2rl_fast.policies` (the tracker
+loads them without the training stack); re-exported here."""
 
-The zip SB3 writes gets one more member, `sam2rl_fast.json`: the observation layout and
-slot count, the signature of the SAM 2 model whose memories it learned to manage, and
-training information. Loading an agent checks them against the tracker, so an agent is
-never silently run on observations it was not trained for.
-"""
-
-from __future__ import annotations
-
-import json
-import zipfile
-from pathlib import Path
-
-import numpy as np
-
-from sam2rl_fast.policies.base import (
-    OBS_LAYOUT,
-    ObservationLayoutError,
-    check_layout,
-    obs_size,
+from sam2rl_fast.policies.agent_file import (  # noqa: F401
+                                             META_NAME,
+                                             AgentFileError,
+                                             check_model,
+                                             load_sb3,
+                                             model_signature,
+                                             read_metadata,
+                                             write_metadata,
 )
-from sam2rl_fast.policies.learned import VectorPolicy
-
-META_NAME = "sam2rl_fast.json"
-
-
-class AgentFileError(ValueError):
-    """A missing, corrupt or foreign agent file."""
-
-
-def model_signature(model) -> dict:
-    """What an agent depends on in a SAM 2 model: sizes of the memory path and the input."""
-    return {
-        "image_size": int(model.image_size),
-        "hidden_dim": int(model.hidden_dim),
-        "mem_dim": int(model.mem_dim),
-        "num_maskmem": int(model.num_maskmem),
-        "max_obj_ptrs": int(model.max_obj_ptrs_in_encoder),
-        "trunk_channels": [int(c) for c in getattr(model.image_encoder.trunk, "channel_list", [])],
-    }
-
-
-def write_metadata(path, *, capacity: int, model=None, training: dict | None = None) -> dict:
-    """Add the `sam2rl_fast.json` member to an SB3 zip at `path`."""
-    meta = {"format": "sam2rl-fast-agent/1", "layout": OBS_LAYOUT, "capacity": int(capacity),
-            "obs_size": obs_size(capacity), "num_actions": int(capacity) + 1,
-            "model": model_signature(model) if model is not None else None,
-            "training": training or {}}
-    with zipfile.ZipFile(path, "a") as z:
-        if META_NAME in z.namelist():
-            raise AgentFileError(f"{path} already has {META_NAME}")
-        z.writestr(META_NAME, json.dumps(meta, indent=2))
-    return meta
-
-
-def read_metadata(path) -> dict:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"agent file not found: {path}")
-    try:
-        with zipfile.ZipFile(path) as z:
-            if META_NAME not in z.namelist():
-                raise AgentFileError(f"{path} is not a sam2rl-fast agent (no {META_NAME}: a plain "
-                                     "stable-baselines3 file does not say what it was trained for)")
-            return json.loads(z.read(META_NAME))
-    except (zipfile.BadZipFile, json.JSONDecodeError, EOFError) as e:
-        raise AgentFileError(f"{path} is not a readable agent file: {e}") from e
-
-
-def check_model(meta: dict, model, who: str) -> None:
-    """Raise `ObservationLayoutError` when the agent was trained on another kind of model."""
-    want = meta.get("model")
-    if want is None or model is None:
-        return
-    have = model_signature(model)
-    diff = {k: (want.get(k), have[k]) for k in have if k in want and want[k] != have[k]}
-    if diff:
-        txt = ", ".join(f"{k} {a} (agent) vs {b} (model)" for k, (a, b) in diff.items())
-        raise ObservationLayoutError(f"{who} was trained on a different SAM 2 model: {txt}")
-
-
-def load_sb3(path, device: str = "cpu"):
-    """(PPO model, metadata) of an agent file, the layout checked against this version."""
-    from stable_baselines3 import PPO
-
-    meta = read_metadata(path)
-    check_layout(meta.get("layout", "?"), meta.get("capacity", -1), meta.get("capacity", -1),
-                 meta.get("obs_size"), who=str(path))
-    try:
-        agent = PPO.load(str(path), device=device)
-    except Exception as e:  # SB3 raises many types for damaged members
-        raise AgentFileError(f"{path}: stable-baselines3 cannot load it: {e}") from e
-    if agent.observation_space.shape != (meta["obs_size"],) or agent.action_space.n != meta["num_actions"]:
-        raise AgentFileError(f"{path}: its network takes {agent.observation_space.shape} observations and "
-                             f"{agent.action_space.n} actions, its metadata says {meta['obs_size']} / "
-                             f"{meta['num_actions']}")
-    return agent, meta
-
-
-class Sb3Policy(VectorPolicy):
-    """A trained agent file as a `MemoryPolicy` (deterministic actions)."""
-
-    def __init__(self, path, device: str = "cpu"):
-        self.path = Path(path)
-        self.agent, self.meta = load_sb3(path, device)
-        super().__init__(self._predict, self.meta["capacity"], self.meta["layout"], name=self.path.stem)
-
-    def _predict(self, obs: np.ndarray) -> np.ndarray:
-        return self.agent.predict(obs, deterministic=True)[0]
-
-    def check_model(self, model) -> None:
-        check_model(self.meta, model, str(self.path))
+from sam2rl_fast.policies.sb3 import Sb3Policy  # noqa: F401

@@ -14,10 +14,10 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from sam2rl_fast.model_loading import build_model
+from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.rl.episodes import EpisodeBatch, EpisodeVideo, Lane
 from sam2rl_fast.rl.features import FeatureCache
-from sam2rl_fast.video import open_video
+from sam2rl_fast.tracking.video import open_video
 
 
 def read_frames(video) -> np.ndarray:

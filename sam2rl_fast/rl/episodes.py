@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sam2rl_fast.cpu_linear import packed_linears
-from sam2rl_fast.metrics import iou as region_iou
+from sam2rl_fast.eval.metrics import iou as region_iou
+from sam2rl_fast.model.cpu_linear import packed_linears
 from sam2rl_fast.policies.base import RecencyReadRule, obs_size
 from sam2rl_fast.policies.learned import actions_to_slots
 from sam2rl_fast.rl.features import VideoFeatures, stack_lanes
-from sam2rl_fast.tracking_step import (
+from sam2rl_fast.tracking.step import (
     Prompt,
     TrackingStep,
     pick_memory_attention,

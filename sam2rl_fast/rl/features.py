@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sam2rl_fast.tracking_step import Features, TrackingStep
-from sam2rl_fast.video import open_video
+from sam2rl_fast.tracking.step import Features, TrackingStep
+from sam2rl_fast.tracking.video import open_video
 
 
 @dataclass

@@ -285,7 +285,7 @@ def check_resume_config(cfg: TrainConfig, out: Path):
 
 def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool = True, log=print) -> list[Path]:
     """Train the config's agent(s) into folder `out`; returns the agent files."""
-    from sam2rl_fast.model_loading import build_model
+    from sam2rl_fast.model.loading import build_model
 
     out = Path(out)
     check_resume_config(cfg, out) if resume else None  # before anything is touched

@@ -6,36 +6,14 @@ import pytest
 import torch
 
 from sam2rl_fast import FastMemoryAttention
-from tests.helpers import build_random_predictor, rel_err
+from tests.helpers import (
+    build_random_predictor,
+    memory_attention_inputs,
+    rel_err,
+    sharpened,
+)
 
 CONFIGS = ["sam2.1", "sam2"]
-
-
-def memory_attention_inputs(side, B, n_mem, n_ptr, d=256, C=64, device="cpu",
-                            dtype=torch.float32, gen=None):
-    """Random sequence-first inputs of sam2's memory attention: curr, memory, curr_pos,
-    memory_pos ([Nq, B, d], [M, B, C], [Nq, B, d], [M, B, C]) with M = n_mem * Nq + n_ptr."""
-    Nq = side * side
-    M = n_mem * Nq + n_ptr
-
-    def r(*shape):
-        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
-
-    return r(Nq, B, d), r(M, B, C), r(Nq, B, d), r(M, B, C)
-
-
-def sharpened(module, gain=2.0):
-    """A copy whose cross-attention is peaky and dominant: random init gives near-uniform
-    attention weights and a small cross-attention term, which would let errors in the
-    keys (RoPE, pointer handling) hide below the tolerance."""
-    module = copy.deepcopy(module)
-    with torch.no_grad():
-        for layer in module.layers:
-            ca = layer.cross_attn_image
-            ca.q_proj.weight.mul_(gain)
-            ca.k_proj.weight.mul_(gain)
-            ca.out_proj.weight.mul_(8.0)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from sam2rl_fast.ops.memory_attention_reference import memory_attention_ref
-from tests.helpers import build_random_predictor, rel_err
+from tests.helpers import build_random_predictor, memory_attention_ref, rel_err
 
 
 @pytest.fixture(scope="module", params=["sam2.1", "sam2"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sam2rl_fast.ops import rope_attention
-from sam2rl_fast.ops.memory_attention_reference import rope_attention_ref
+from sam2rl_fast.ops.reference import rope_attention_ref
 from tests.helpers import rel_err
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]

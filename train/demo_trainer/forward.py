@@ -19,14 +19,14 @@ from __future__ import annotations
 import torch
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
-from sam2rl_fast.video import normalize
+from sam2rl_fast.tracking.video import normalize
 
 from .data import MemorySchedule
 
 
 def to_model_input(frames: torch.Tensor, device) -> torch.Tensor:
     """uint8 [..., S, S, 3] -> normalised float32 [..., 3, S, S] on `device` (as
-    `sam2rl_fast.video.preprocess_frame`, without the resize: clips are made at image size)."""
+    `sam2rl_fast.tracking.video.preprocess_frame`, without the resize: clips are made at image size)."""
     return normalize(frames.to(device, non_blocking=True).movedim(-1, -3))
 
 

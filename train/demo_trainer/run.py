@@ -25,7 +25,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ import torch
 
 from sam2rl_fast.data.synthetic import SUITES
 
-from .data import SCHEDULE_WEIGHTS, SUITE_WEIGHTS, ClipDataset, batch_at, memory_schedule
+from .data import ClipDataset, batch_at, memory_schedule
 from .forward import forward_clips, to_model_input
 from .losses import LOSS_WEIGHTS, clip_loss
 
@@ -45,7 +45,7 @@ RUN_FILES = ("config.json", "state.pt", "model.pt", "curve.csv", "loss.png", "ev
 
 def default_config() -> str:
     """The bundled model's architecture (sam2rl_fast/configs/sam2rl_effnet256.yaml)."""
-    from sam2rl_fast.demo_model import CONFIG
+    from sam2rl_fast.model.bundled import CONFIG
 
     return str(CONFIG)
 
@@ -113,7 +113,7 @@ def resolve_precision(precision: str, device: torch.device) -> bool:
 
 def build_model(device, config: str | None = None, seed: int | None = None):
     """The bundled architecture with fresh weights (ImageNet trunk), in train mode."""
-    from sam2rl_fast.model_loading import build_model as build
+    from sam2rl_fast.model.loading import build_model as build
 
     if seed is not None:
         torch.manual_seed(seed)
@@ -296,7 +296,7 @@ def train(run, cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         torch.backends.cudnn.benchmark = True
     model = build_model(device, cfg.config, seed=cfg.seed)
     if cfg.init and not state:  # same loader as users' checkpoints: a mismatch is refused
-        from sam2rl_fast.model_loading import ModelError, load_state_dict
+        from sam2rl_fast.model.loading import ModelError, load_state_dict
 
         missing, unexpected = model.load_state_dict(load_state_dict(cfg.init), strict=False)
         if missing or unexpected:
@@ -402,8 +402,8 @@ def evaluate_heldout(model, device=None, videos: int = 8, frames: int = 48, size
     """Mean J (and J&F) of `FastTracker(agent="sam2")` on the first `videos` held-out videos of
     each suite, the first target visible on frame 0 prompted with its mask there (frame 0 is
     not scored). `model`: a checkpoint path or a sam2 model."""
-    from sam2rl_fast.evaluation import evaluate_agents
-    from sam2rl_fast.model_loading import build_model as build
+    from sam2rl_fast.eval.evaluation import evaluate_agents
+    from sam2rl_fast.model.loading import build_model as build
 
     if not isinstance(model, torch.nn.Module):
         model = build(str(model), config=config, device=device)

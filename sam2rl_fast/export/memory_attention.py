@@ -35,13 +35,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from sam2rl_fast.onnx_common import (  # default_providers: re-exported for callers
+from sam2rl_fast.export.onnx_common import (  # default_providers: re-exported for callers
     default_providers,  # noqa: F401
     load_proto,
     open_session,
     quiet_exporter,
 )
-from sam2rl_fast.ops.memory_attention_reference import apply_rope, rope_tables
+from sam2rl_fast.model.memory_attention import (
+    check_supported,
+    memory_attention_layers,
+    merged_projections,
+)
+from sam2rl_fast.ops.rope import apply_rope, rope_tables
 
 INPUT_NAMES = ("curr", "memory", "curr_pos", "memory_pos", "num_obj_ptr_tokens")
 OUTPUT_NAMES = ("pix_feat_with_mem",)
@@ -90,37 +95,32 @@ def _check_grid(grid) -> int:
     return int(grid)
 
 
-class _Layer(nn.Module):
-    """One pre-norm MemoryAttentionLayer with copied weights (one attention head each)."""
+class _Proj(nn.Linear):
+    """A copied projection, called as `memory_attention_layers` calls its weights."""
 
-    def __init__(self, layer: nn.Module, d_model: int):
+    def forward(self, x, relu: bool = False):
+        y = super().forward(x)
+        return torch.relu(y) if relu else y
+
+
+class _Layer(nn.Module):
+    """One MemoryAttentionLayer's norms, flags and `merged_projections`, copied."""
+
+    def __init__(self, layer: nn.Module):
         super().__init__()
-        sa, ca = layer.self_attn, layer.cross_attn_image
-        for attn in (sa, ca):
-            if attn.num_heads != 1 or attn.internal_dim != d_model:
-                raise OnnxMemoryAttentionError(
-                    "export supports sam2's one-head RoPE attention with internal dim = d_model "
-                    "(every released config)")
-            theta = attn.compute_cis.keywords.get("theta", 10000.0)
-            if theta != 10000.0:
-                raise OnnxMemoryAttentionError(f"RoPE theta {theta}: export implements 10000")
         self.norm1, self.norm2, self.norm3 = (copy.deepcopy(n) for n in
                                               (layer.norm1, layer.norm2, layer.norm3))
-        self.sa_q, self.sa_k, self.sa_v, self.sa_out = (copy.deepcopy(m) for m in
-                                                        (sa.q_proj, sa.k_proj, sa.v_proj,
-                                                         sa.out_proj))
-        self.ca_q, self.ca_k = copy.deepcopy(ca.q_proj), copy.deepcopy(ca.k_proj)
-        # PV shortcut: one C -> d projection replaces v_proj then out_proj.
-        with torch.no_grad():
-            wo, wv = ca.out_proj.weight.double(), ca.v_proj.weight.double()
-            self.ca_vo = nn.Linear(wv.shape[1], wo.shape[0])
-            self.ca_vo.weight.copy_(wo @ wv)
-            self.ca_vo.bias.copy_(wo @ ca.v_proj.bias.double() + ca.out_proj.bias.double())
-        self.linear1, self.linear2 = copy.deepcopy(layer.linear1), copy.deepcopy(layer.linear2)
         self.activation = layer.activation
-        self.pos_at_attn = layer.pos_enc_at_attn
-        self.pos_at_ca_q = layer.pos_enc_at_cross_attn_queries
-        self.pos_at_ca_k = layer.pos_enc_at_cross_attn_keys
+        self.pos_enc_at_attn = layer.pos_enc_at_attn
+        self.pos_enc_at_cross_attn_queries = layer.pos_enc_at_cross_attn_queries
+        self.pos_enc_at_cross_attn_keys = layer.pos_enc_at_cross_attn_keys
+        self.proj = nn.ModuleDict()
+        for name, (w, b) in merged_projections(layer).items():
+            lin = _Proj(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(w)
+                lin.bias.copy_(b)
+            self.proj[name] = lin
 
 
 def _attend(q, k, v, scale: float):
@@ -132,7 +132,8 @@ class ExportableMemoryAttention(nn.Module):
     """sam2 `MemoryAttention` (eval) for a fixed square grid, with real-arithmetic RoPE.
 
     Build with `ExportableMemoryAttention.from_sam2(model.memory_attention, grid=64)`; the
-    weights are copied (later changes to the stock module are not seen).
+    weights are copied (later changes to the stock module are not seen). It runs the one
+    forward of `sam2rl_fast.model.memory_attention` with an explicit-softmax core.
     `forward(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)` takes the pointer
     count as an int64 tensor (so it stays a graph input) and returns `[Nq, B, d]`.
     """
@@ -140,14 +141,12 @@ class ExportableMemoryAttention(nn.Module):
     def __init__(self, stock: nn.Module, grid):
         super().__init__()
         stock, _ = _stock_memory_attention(stock)
-        if not stock.batch_first:
-            raise OnnxMemoryAttentionError("export supports batch_first=True MemoryAttention "
-                                           "(every released sam2 config)")
+        check_supported(stock, who="ONNX export", error=OnnxMemoryAttentionError)
         self.grid = _check_grid(grid)
         self.d_model = stock.d_model
         self.mem_dim = stock.layers[0].cross_attn_image.kv_in_dim
         self.pos_enc_at_input = stock.pos_enc_at_input
-        self.layers = nn.ModuleList(_Layer(layer, self.d_model) for layer in stock.layers)
+        self.layers = nn.ModuleList(_Layer(layer) for layer in stock.layers)
         self.norm = copy.deepcopy(stock.norm)
         cos, sin = rope_tables(self.grid, self.d_model)  # [Nq, d/2], float32 as sam2
         self.register_buffer("cos", cos, persistent=False)
@@ -159,30 +158,26 @@ class ExportableMemoryAttention(nn.Module):
         return cls(memory_attention, grid)
 
     def forward(self, curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens):
-        Nq, d = self.cos.shape[0], self.d_model
-        scale = d ** -0.5
-        M = memory.shape[0]
+        scale = self.d_model ** -0.5
+        Nq, M = self.cos.shape[0], memory.shape[0]
+        cos, sin = self.cos, self.sin
         # Key rotation tables: key i uses query position i mod Nq; pointer keys stay as they are.
         idx = torch.arange(M, device=memory.device)
-        cos_k, sin_k = self.cos[idx % Nq], self.sin[idx % Nq]  # [M, d/2]
+        cos_k, sin_k = cos[idx % Nq], sin[idx % Nq]  # [M, d/2]
         is_spatial = (idx < M - num_obj_ptr_tokens).unsqueeze(-1)  # [M, 1]
 
+        def attend(q, k, v, cross):
+            q = apply_rope(q, cos, sin)
+            if cross:  # a Where keeps pointer keys bit-identical (no rotation by angle 0)
+                k = torch.where(is_spatial, apply_rope(k, cos_k, sin_k), k)
+            else:
+                k = apply_rope(k, cos, sin)
+            return _attend(q, k, v, scale)
+
         x = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
-        x, qpos = x.transpose(0, 1), curr_pos.transpose(0, 1)  # [B, Nq, d]
-        mem = memory.transpose(0, 1)  # [B, M, C]
-        mem_k = mem + memory_pos.transpose(0, 1)
-        for layer in self.layers:
-            h = layer.norm1(x)
-            qk_in = h + qpos if layer.pos_at_attn else h
-            q = apply_rope(layer.sa_q(qk_in), self.cos, self.sin)
-            k = apply_rope(layer.sa_k(qk_in), self.cos, self.sin)
-            x = x + layer.sa_out(_attend(q, k, layer.sa_v(h), scale))
-            h = layer.norm2(x)
-            q = apply_rope(layer.ca_q(h + qpos if layer.pos_at_ca_q else h), self.cos, self.sin)
-            k = layer.ca_k(mem_k if layer.pos_at_ca_k else mem)  # [B, M, d]
-            k = torch.where(is_spatial, apply_rope(k, cos_k, sin_k), k)
-            x = x + layer.ca_vo(_attend(q, k, mem, scale))
-            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+        x = memory_attention_layers(x.transpose(0, 1), curr_pos.transpose(0, 1),
+                                    memory.transpose(0, 1), memory_pos.transpose(0, 1),
+                                    self.layers, [layer.proj for layer in self.layers], attend)
         return self.norm(x).transpose(0, 1)
 
 
@@ -259,7 +254,7 @@ def export_memory_attention(model_or_memory_attention, path, *, image_size: int 
         if got != int(opset):
             raise OnnxMemoryAttentionError(f"the exporter produced opset {got}, not {opset}")
         meta = {
-            "producer": "sam2rl_fast.onnx_memory_attention",
+            "producer": "sam2rl_fast.export.memory_attention",
             "sam2_config": config_name or "unknown",
             "image_size": str(int(image_size)),
             "grid": str(side),
@@ -315,7 +310,7 @@ class OnnxMemoryAttention:
         self.path = Path(path).expanduser()
         self.metadata = {p.key: p.value for p in _load_proto(self.path).metadata_props}
         need = ("grid", "d_model", "mem_dim", "tokens_per_obj_ptr")
-        if self.metadata.get("producer") != "sam2rl_fast.onnx_memory_attention" or any(
+        if self.metadata.get("producer") != "sam2rl_fast.export.memory_attention" or any(
                 k not in self.metadata for k in need):
             raise OnnxMemoryAttentionError(f"{self.path} is an ONNX model but not a memory "
                                            "attention exported by sam2rl_fast")
@@ -403,12 +398,12 @@ def add_export_memory_attention_args(parser: argparse.ArgumentParser) -> argpars
 def _config_name(model, config) -> str | None:
     """The sam2 config a CLI model argument stands for (for the metadata): sam2's config path,
     or the file name of a YAML config outside sam2 (the bundled demo model's)."""
-    from sam2rl_fast import model_loading as ml
+    from sam2rl_fast.model import loading as ml
 
     if config:
         cfg = ml.resolve_config(config)
     elif model is None:
-        from sam2rl_fast.demo_model import bundled_checkpoint
+        from sam2rl_fast.model.bundled import bundled_checkpoint
 
         cfg = str(bundled_checkpoint()[1])
     elif Path(str(model)).expanduser().is_file() and not str(model).endswith((".yaml", ".yml")):
@@ -422,7 +417,7 @@ def export_memory_attention_cli(args: argparse.Namespace) -> int:
     """Build the model, export its memory attention; 0 on success, 2 on a user error."""
     import sys
 
-    from sam2rl_fast.model_loading import ModelError, build_model
+    from sam2rl_fast.model.loading import ModelError, build_model
 
     try:
         from sam2rl_fast.outputs import check_out_file

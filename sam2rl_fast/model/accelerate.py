@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from sam2rl_fast.memory_attention import FastMemoryAttention
+from sam2rl_fast.model.memory_attention import FastMemoryAttention
 
 
 def accelerate(model: nn.Module) -> nn.Module:
@@ -30,13 +30,13 @@ def accelerate(model: nn.Module) -> nn.Module:
     if not isinstance(model, SAM2Base):
         hint = (" (a SAM2ImagePredictor has no memory attention to accelerate)"
                 if hasattr(model, "model") and isinstance(getattr(model, "model"), SAM2Base) else "")
-        raise TypeError(f"sam2rl_fast.accelerate needs a sam2 model (SAM2VideoPredictor or "
+        raise TypeError(f"sam2rl_fast.model.accelerate needs a sam2 model (SAM2VideoPredictor or "
                         f"SAM2Base), got {type(model).__name__}{hint}")
     current = model.memory_attention
     if isinstance(current, FastMemoryAttention):
         return model
     if not isinstance(current, MemoryAttention):
-        raise TypeError(f"sam2rl_fast.accelerate: model.memory_attention is a "
+        raise TypeError(f"sam2rl_fast.model.accelerate: model.memory_attention is a "
                         f"{type(current).__name__}, not sam2's MemoryAttention")
     # A vos_optimized predictor's MemoryAttention carries a torch.compile'd instance
     # `forward`; the replacement does not inherit it.

@@ -43,8 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam2rl_fast.cpu_linear import PackedWeight, onednn_linear_available, packed_linear
-from sam2rl_fast.ops.memory_attention_reference import apply_rope, rope_tables
+from sam2rl_fast.model.cpu_linear import (
+    PackedWeight,
+    onednn_linear_available,
+    packed_linear,
+)
+from sam2rl_fast.ops.rope import apply_rope, rope_tables
 from sam2rl_fast.ops.rope_attention import rope_attention
 
 
@@ -68,6 +72,33 @@ def _version(t: torch.Tensor) -> int | None:
         return None
 
 
+def check_supported(stock: nn.Module, who: str = "this module", error: type = ValueError) -> None:
+    """Raise unless `stock` is a sam2 MemoryAttention of the kind every released config
+    builds (batch-first, one-head RoPE attention with theta 10000, internal dim = d_model),
+    the kind both `FastMemoryAttention` and the ONNX export compute."""
+    MemoryAttention, RoPEAttention = _stock_classes()
+    if not isinstance(stock, MemoryAttention):
+        raise TypeError(f"{who} needs a sam2 MemoryAttention, got "
+                        f"{type(stock).__name__}")
+    if not stock.batch_first:
+        raise error(f"{who} supports sam2's batch_first=True "
+                         "MemoryAttention only (every released config)")
+    for i, layer in enumerate(stock.layers):
+        for name in ("self_attn", "cross_attn_image"):
+            attn = getattr(layer, name)
+            if not isinstance(attn, RoPEAttention) or attn.num_heads != 1:
+                raise error(f"layer {i}.{name}: {who} needs a one-head "
+                                 f"RoPEAttention (every released sam2 config)")
+        thetas = {getattr(a, "compute_cis").keywords.get("theta", 10000.0)
+                  for a in (layer.self_attn, layer.cross_attn_image)}
+        if thetas != {10000.0}:
+            raise error(f"layer {i}: RoPE theta {sorted(thetas)}; {who} "
+                             f"implements sam2's 10000 (every released config)")
+        if layer.cross_attn_image.internal_dim != stock.d_model:
+            raise error(f"layer {i}: cross-attention internal dim "
+                             f"{layer.cross_attn_image.internal_dim} != d_model {stock.d_model}")
+
+
 class FastMemoryAttention(nn.Module):
     """sam2 `MemoryAttention` with the PV shortcut and fused CPU attention kernels.
 
@@ -78,27 +109,7 @@ class FastMemoryAttention(nn.Module):
 
     def __init__(self, stock: nn.Module):
         super().__init__()
-        MemoryAttention, RoPEAttention = _stock_classes()
-        if not isinstance(stock, MemoryAttention):
-            raise TypeError(f"FastMemoryAttention.from_sam2 needs a sam2 MemoryAttention, got "
-                            f"{type(stock).__name__}")
-        if not stock.batch_first:
-            raise ValueError("FastMemoryAttention supports sam2's batch_first=True "
-                             "MemoryAttention only (every released config)")
-        for i, layer in enumerate(stock.layers):
-            for name in ("self_attn", "cross_attn_image"):
-                attn = getattr(layer, name)
-                if not isinstance(attn, RoPEAttention) or attn.num_heads != 1:
-                    raise ValueError(f"layer {i}.{name}: FastMemoryAttention needs a one-head "
-                                     f"RoPEAttention (every released sam2 config)")
-            thetas = {getattr(a, "compute_cis").keywords.get("theta", 10000.0)
-                      for a in (layer.self_attn, layer.cross_attn_image)}
-            if thetas != {10000.0}:
-                raise ValueError(f"layer {i}: RoPE theta {sorted(thetas)}; FastMemoryAttention "
-                                 f"implements sam2's 10000 (every released config)")
-            if layer.cross_attn_image.internal_dim != stock.d_model:
-                raise ValueError(f"layer {i}: cross-attention internal dim "
-                                 f"{layer.cross_attn_image.internal_dim} != d_model {stock.d_model}")
+        check_supported(stock, who="FastMemoryAttention")
         # Same submodule names as stock: identical state_dict keys, shared parameters.
         self.layers = stock.layers
         self.norm = stock.norm
@@ -134,22 +145,7 @@ class FastMemoryAttention(nn.Module):
         hit = self._merged.get(i)
         if hit is not None and hit[0] == key:
             return hit[1]
-        with torch.no_grad():
-            wo, wv = ca.out_proj.weight.double(), ca.v_proj.weight.double()
-            dt = ca.out_proj.weight.dtype
-            val = {
-                "sa_qk": (torch.cat([sa.q_proj.weight, sa.k_proj.weight], 0),
-                          torch.cat([sa.q_proj.bias, sa.k_proj.bias], 0)),
-                "sa_v": (sa.v_proj.weight, sa.v_proj.bias),
-                "sa_out": (sa.out_proj.weight, sa.out_proj.bias),
-                "ca_q": (ca.q_proj.weight, ca.q_proj.bias),
-                "ca_k": (ca.k_proj.weight, ca.k_proj.bias),
-                "ca_out": ((wo @ wv).to(dt),
-                           (wo @ ca.v_proj.bias.double() + ca.out_proj.bias.double()).to(dt)),
-                "mlp1": (layer.linear1.weight, layer.linear1.bias),
-                "mlp2": (layer.linear2.weight, layer.linear2.bias),
-            }
-            val = {k: _Linear(w, b, packed) for k, (w, b) in val.items()}
+        val = {k: _Linear(w, b, packed) for k, (w, b) in merged_projections(layer).items()}
         self._merged[i] = (key, val)
         return val
 
@@ -246,47 +242,83 @@ class FastMemoryAttention(nn.Module):
         x = x.transpose(0, 1).contiguous()  # [B, Nq, d]
         qpos = curr_pos.transpose(0, 1)  # [B, Nq, d]
         mem = memory.transpose(0, 1).contiguous()  # [B, M, C]
-        mem_k = None  # memory + memory_pos, built once for every layer that uses it
         cos, sin = self._rope_tables(side, x.device, torch.float32 if fused else x.dtype)
         packed = fused and onednn_linear_available()
-        for i, layer in enumerate(self.layers):
-            w = self._layer_weights(i, packed)
-            # Self-attention: q and k share their input, so one projection; v has no pos.
-            h = layer.norm1(x)
-            q, k = w["sa_qk"](h + qpos if layer.pos_enc_at_attn else h).chunk(2, dim=-1)
-            v = w["sa_v"](h)  # [B, Nq, d]
-            if fused:  # the same kernel: one "memory frame" (the grid itself), 256-d values
-                o, _ = rope_attention(q, k, v, side, 0)
-            else:
-                o = F.scaled_dot_product_attention(apply_rope(q, cos, sin),
-                                                   apply_rope(k, cos, sin), v)
-            x = x + w["sa_out"](o)
-            # Cross-attention on the raw memory (PV shortcut), merged out projection.
-            h = layer.norm2(x)
-            q = w["ca_q"](h + qpos if layer.pos_enc_at_cross_attn_queries else h)  # [B, Nq, d]
-            if layer.pos_enc_at_cross_attn_keys:
-                if mem_k is None:
-                    mem_k = mem + memory_pos.transpose(0, 1)
-                k = w["ca_k"](mem_k)  # [B, M, d]
-            else:
-                k = w["ca_k"](mem)
-            if fused:
-                o, _ = rope_attention(q, k, mem, side, n_ptr)  # [B, Nq, C]
-            else:
-                o = _composite_cross_attention(q, k, mem, cos, sin, n_ptr)
-            x = x + w["ca_out"](o)
-            h = layer.norm3(x)
-            if layer.activation is F.relu:
-                h = w["mlp1"](h, relu=True)
-            else:
-                h = layer.activation(w["mlp1"](h))
-            x = x + w["mlp2"](h)
+
+        def attend(q, k, v, cross):
+            if fused:  # self-attention: one "memory frame" (the grid itself), 256-d values
+                return rope_attention(q, k, v, side, n_ptr if cross else 0)[0]
+            if cross:
+                return _composite_cross_attention(q, k, v, cos, sin, n_ptr)
+            return F.scaled_dot_product_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
+
+        weights = [self._layer_weights(i, packed) for i in range(len(self.layers))]
+        x = memory_attention_layers(x, qpos, mem, memory_pos.transpose(0, 1), self.layers,
+                                    weights, attend)
         return self.norm(x).transpose(0, 1)  # [Nq, B, d]
+
+
+@torch.no_grad()
+def merged_projections(layer: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{name: (weight [out, in], bias [out])} of every projection the one forward runs, from
+    a stock MemoryAttentionLayer: self-attention q/k stacked ([2d, d]: q and k share their
+    input), v, out; cross-attention q, k and the PV-shortcut projection Wo Wv [d, C] with
+    bias Wo bv + bo (products in float64, then the weights' dtype); the MLP."""
+    sa, ca = layer.self_attn, layer.cross_attn_image
+    wo, wv = ca.out_proj.weight.double(), ca.v_proj.weight.double()
+    dt = ca.out_proj.weight.dtype
+    return {
+        "sa_qk": (torch.cat([sa.q_proj.weight, sa.k_proj.weight], 0),
+                  torch.cat([sa.q_proj.bias, sa.k_proj.bias], 0)),
+        "sa_v": (sa.v_proj.weight, sa.v_proj.bias),
+        "sa_out": (sa.out_proj.weight, sa.out_proj.bias),
+        "ca_q": (ca.q_proj.weight, ca.q_proj.bias),
+        "ca_k": (ca.k_proj.weight, ca.k_proj.bias),
+        "ca_out": ((wo @ wv).to(dt),
+                   (wo @ ca.v_proj.bias.double() + ca.out_proj.bias.double()).to(dt)),
+        "mlp1": (layer.linear1.weight, layer.linear1.bias),
+        "mlp2": (layer.linear2.weight, layer.linear2.bias),
+    }
+
+
+def memory_attention_layers(x, qpos, mem, mem_pos, layers, weights, attend):
+    """The one forward of sam2's memory-attention layers (pre-norm; batch-first tensors).
+
+    x [B, Nq, d] (curr, plus 0.1 curr_pos when the model adds it), qpos [B, Nq, d], mem and
+    mem_pos [B, M, C]; `layers` give the norms, the positional-encoding flags and the
+    activation of each stock layer; `weights[i]` its `merged_projections` as callables
+    `f(x, relu=False)`; `attend(q, k, v, cross)` the attention core on projected, not yet
+    rotated, q [B, Nq, d] and k [B, L, d]: the fused op, an SDPA composite, or an explicit
+    softmax for ONNX. Cross-attention runs on the raw memory (the PV shortcut). Returns x
+    before the final norm."""
+    mem_k = None  # memory + memory_pos, built once for every layer that uses it
+    for layer, w in zip(layers, weights):
+        h = layer.norm1(x)
+        qk = w["sa_qk"](h + qpos if layer.pos_enc_at_attn else h)
+        d = qk.shape[-1] // 2  # slices, not chunk(): ONNX opset 17 has no Split(num_outputs)
+        q, k = qk[..., :d], qk[..., d:]
+        x = x + w["sa_out"](attend(q, k, w["sa_v"](h), False))
+        h = layer.norm2(x)
+        q = w["ca_q"](h + qpos if layer.pos_enc_at_cross_attn_queries else h)  # [B, Nq, d]
+        if layer.pos_enc_at_cross_attn_keys:
+            if mem_k is None:
+                mem_k = mem + mem_pos
+            k = w["ca_k"](mem_k)  # [B, M, d]
+        else:
+            k = w["ca_k"](mem)
+        x = x + w["ca_out"](attend(q, k, mem, True))
+        h = layer.norm3(x)
+        if layer.activation is F.relu:
+            h = w["mlp1"](h, relu=True)
+        else:
+            h = layer.activation(w["mlp1"](h))
+        x = x + w["mlp2"](h)
+    return x
 
 
 class _Linear:
     """y = x W^T + b (then ReLU), through oneDNN's prepacked fp32 kernels when `packed`
-    (see `sam2rl_fast.cpu_linear`: ~2x ATen's MKL path on AMD CPUs, same arithmetic)."""
+    (see `sam2rl_fast.model.cpu_linear`: ~2x ATen's MKL path on AMD CPUs, same arithmetic)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, packed: bool):
         self.weight, self.bias = weight, bias  # [out, in], [out]

@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sam2rl_fast.cpu_linear import packed_linears
-from sam2rl_fast.model_loading import build_model
+from sam2rl_fast.model.cpu_linear import packed_linears
+from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.policies import VectorPolicy, make_policy
-from sam2rl_fast.tracking_step import (
+from sam2rl_fast.tracking.step import (
     Prompt,
     TrackingStep,
     pick_memory_attention,
     video_masks,
 )
-from sam2rl_fast.video import open_video
+from sam2rl_fast.tracking.video import open_video
 
 # Per-frame timings (ms). "frame" is the whole step after decoding, recorded instead of the
 # stages when they are not timed one by one (profile=False: no CUDA sync between stages).
@@ -164,7 +164,7 @@ class FastTracker:
         fast_attention: use sam2rl-fast's fused memory attention (default None: on the CPU,
             where it is faster than stock; stock's on GPUs until the tensor-core kernel lands).
         fast_linears: on the CPU, run the model's fp32 Linear layers through oneDNN's
-            prepacked kernels while tracking (see `sam2rl_fast.cpu_linear`).
+            prepacked kernels while tracking (see `sam2rl_fast.model.cpu_linear`).
         num_frames: the length of a stream whose length is unknown (a generator, a camera).
             SAM 2 normalises object-pointer distances by min(num_frames, 16): without it a
             stream shorter than 16 frames gets slightly different masks than the same frames

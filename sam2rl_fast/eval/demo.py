@@ -14,12 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from sam2rl_fast.data.synthetic import generate_video, suite_seeds
-from sam2rl_fast.evaluation import VideoScore, format_table, prompts_from_ground_truth, summarize
-from sam2rl_fast.metrics import evaluate_video
-from sam2rl_fast.overlay import decision_text, draw
+from sam2rl_fast.eval.evaluation import (
+    VideoScore,
+    format_table,
+    prompts_from_ground_truth,
+    summarize,
+)
+from sam2rl_fast.eval.metrics import evaluate_video
+from sam2rl_fast.eval.overlay import decision_text, draw
 from sam2rl_fast.policies import POLICIES
-from sam2rl_fast.tracker import FastTracker
-from sam2rl_fast.video import write_video
+from sam2rl_fast.tracking.tracker import FastTracker
+from sam2rl_fast.tracking.video import write_video
 
 DEMO_SUITE = "mixed"
 

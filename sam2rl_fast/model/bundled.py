@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ASSET_DIR = Path(__file__).parent / "assets"
+_PACKAGE = Path(__file__).resolve().parents[1]  # sam2rl_fast/
+ASSET_DIR = _PACKAGE / "assets"
 # SAM 2.1 at image_size 256 on an ImageNet-pretrained EfficientNet-Lite0 trunk (see
 # docs/demo-model.md); trained by `python train/train_demo_model.py --run RUN`.
-CONFIG = str(Path(__file__).parent / "configs" / "sam2rl_effnet256.yaml")
+CONFIG = str(_PACKAGE / "configs" / "sam2rl_effnet256.yaml")
 CHECKPOINT = ASSET_DIR / "sam2rl_effnet256.pt"
 # The first bundled model (a from-scratch Hiera of width 24), kept until the new one ships.
-LEGACY_CONFIG = str(Path(__file__).parent / "configs" / "demo_sam2.1_tiny256.yaml")
+LEGACY_CONFIG = str(_PACKAGE / "configs" / "demo_sam2.1_tiny256.yaml")
 LEGACY_CHECKPOINT = ASSET_DIR / "demo_sam2.1_tiny256.pt"
 
 
 def bundled_checkpoint() -> tuple[Path, str]:
     """(checkpoint path, config) of the bundled demo model."""
-    from sam2rl_fast.model_loading import ModelError
+    from sam2rl_fast.model.loading import ModelError
 
     if not CHECKPOINT.is_file() and LEGACY_CHECKPOINT.is_file():
         # until the EfficientNet model ships, an install carries the first model only

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from sam2rl_fast.data.synthetic import generate_video, suite_seeds
-from sam2rl_fast.metrics import evaluate_video
-from sam2rl_fast.tracker import FastTracker
+from sam2rl_fast.eval.metrics import evaluate_video
+from sam2rl_fast.tracking.tracker import FastTracker
 
 
 @dataclass

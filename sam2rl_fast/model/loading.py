@@ -33,7 +33,7 @@ _SIZE_ALIASES = {"t": "t", "tiny": "t", "s": "s", "small": "s", "b+": "b+", "bas
 # Trunk (embed dim, number of blocks) of each size.
 _TRUNKS = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
 # Our own configs (YAML files shipped with this package), by (family, trunk width, blocks).
-_PACKAGE_CONFIG_DIR = Path(__file__).parent / "configs"
+_PACKAGE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 _OWN_TRUNKS = {("sam2.1", 24, 7): "demo_sam2.1_tiny256.yaml"}
 _OWN_EFFNET = "sam2rl_effnet256.yaml"  # SAM 2.1 on an EfficientNet-Lite0 trunk (the bundled model)
 _EFFNET_TRUNK = "sam2rl_fast.model.efficientnet_trunk.EfficientNetLite0Trunk"
@@ -187,7 +187,7 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
     if image_size is not None:
         extra.append(f"++model.image_size={int(image_size)}")
     if model is None:
-        from sam2rl_fast.demo_model import bundled_checkpoint
+        from sam2rl_fast.model.bundled import bundled_checkpoint
 
         ckpt, cfg = bundled_checkpoint()
         return _build(cfg, ckpt, device, extra)

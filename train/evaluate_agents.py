@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sam2rl_fast.cli import prepare_out_dir
-from sam2rl_fast.model_loading import build_model
+from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.rl.agent_eval import evaluate_run
 
 

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from sam2rl_fast.data.synthetic import generate_video, suite_seeds
-from sam2rl_fast.model_loading import build_model
+from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.rl.env import prepare_videos
 from sam2rl_fast.rl.headroom import format_headroom, memory_headroom
 

@@ -244,7 +244,7 @@ def test_checkpoints_load_and_mismatches_are_named(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         build_model(str(tmp_path / "nope.pt"), device="cpu")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelError, match="cannot read"):
+    with pytest.raises(ModelError, match="not a PyTorch checkpoint"):
         build_model(str(tmp_path / "junk.pt"), device="cpu")
     with pytest.raises(ModelError, match="unknown sam2 config"):
         build_model("sam3_hiera_x", device="cpu")

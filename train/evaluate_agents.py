@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from sam2rl_fast.cli import prepare_out_dir
+from sam2rl_fast.outputs import prepare_out_dir
 from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.rl.agent_eval import evaluate_run
 
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = json.loads((args.run / "config.json").read_text())
     model = build_model(args.model or cfg.get("model"), device="cpu")
-    print(evaluate_run(args.run, model, prepare_out_dir(args.out, args.overwrite), videos=args.videos))
+    print(evaluate_run(args.run, model, prepare_out_dir(args.out, args.overwrite, [args.run, args.model], "evaluate-agents"), videos=args.videos))
     return 0
 
 

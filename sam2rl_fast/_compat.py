@@ -19,7 +19,7 @@ MOVED = {
     "accelerate": "model.accelerate",
     "memory_bank": "memory.bank",
     "selection": "memory.selection",
-    "observation": "memory.observation",
+    "observation": "policies.observation",
     "video": "tracking.video",
     "tracking_step": "tracking.step",
     "tracker": "tracking.tracker",

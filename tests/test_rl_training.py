@@ -165,3 +165,91 @@ def test_resume_with_other_settings_is_refused_before_anything_changes(run, tmp_
     assert main(["train", "--config", str(other), "--out", str(run), "--resume", "--quiet"]) == 2
     assert "n_epochs: run has 2, given 3" in capsys.readouterr().err
     assert (run / "config.json").read_text() == cfg_before
+
+
+def _tb_scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for f in sorted(Path(folder).rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            if tag.startswith("time/"):  # wall-clock rates differ by nature
+                continue
+            for ev in acc.Scalars(tag):
+                out[(tag, ev.step)] = ev.value  # a replayed step overwrites the killed run's
+    return out
+
+
+def _csv_rows(path):
+    import csv
+
+    with open(path, newline="") as fh:
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(fh)]
+
+
+def _train_cmd(out):
+    import sys
+
+    return [sys.executable, "-m", "sam2rl_fast.cli", "train", "--config", str(SMOKE), "--out",
+            str(out), "--quiet"]
+
+
+# one thread: the same arithmetic (reduction order) in the reference and the killed runs
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    import os
+    import subprocess
+
+    out = tmp_path_factory.mktemp("straight") / "run"
+    r = subprocess.run(_train_cmd(out), env={**os.environ, **ONE_THREAD}, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.parametrize("kill_after_s", [0.0, 1.5])
+def test_sigkill_at_a_random_point_then_resume_equals_the_uninterrupted_run(straight_run, tmp_path,
+                                                                           kill_after_s):
+    """A real SIGKILL (no handler runs) at some point after the first checkpoint; --resume
+    must then end with the uninterrupted run's agent, episodes CSV, curve data and
+    TensorBoard scalars (same seed)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import torch
+
+    run = straight_run
+    out = tmp_path / "killed"
+    cmd = _train_cmd(out)
+    env = {**os.environ, **ONE_THREAD}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "checkpoints" / "occlusion-1000000" / "step00000080.state.pt"
+    t0 = time.time()
+    while not state.exists() and proc.poll() is None and time.time() - t0 < 300:
+        time.sleep(0.05)
+    time.sleep(kill_after_s)
+    finished_first = proc.poll() is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if not finished_first:
+        assert not (out / "occlusion-1000000.zip").exists()
+    r = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    a, _ = load_sb3(run / "occlusion-1000000.zip")
+    b, _ = load_sb3(out / "occlusion-1000000.zip")
+    assert a.num_timesteps == b.num_timesteps
+    for (ka, va), (kb, vb) in zip(a.policy.state_dict().items(), b.policy.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert _csv_rows(out / "occlusion-1000000-episodes.csv") == _csv_rows(run / "occlusion-1000000-episodes.csv")
+    assert (out / "training-curve.png").stat().st_size > 0
+    sa, sb = _tb_scalars(run / "tensorboard"), _tb_scalars(out / "tensorboard")
+    assert sa.keys() == sb.keys() and sa, sorted(set(sa) ^ set(sb))[:5]
+    for k in sa:
+        assert sa[k] == pytest.approx(sb[k], rel=1e-6, abs=1e-9), k

@@ -117,6 +117,13 @@ class MemoryPolicy:
 
     name = "policy"
     needs_observation = True  # False: `assign` gets obs=None (saves the per-frame statistics)
+    # True: the bank's size is part of what the policy was trained for (a learned agent), so
+    # a correction prompt takes a replaceable slot instead of adding one
+    fixed_capacity = False
+
+    def check_model(self, model) -> None:
+        """Raise when the policy cannot run with this SAM 2 model (learned agents check the
+        model they were trained on); the hand-made rules run with any."""
 
     def reset(self, num_objects: int, capacity: int, stock: StockMemoryRule) -> None:
         """Called once before tracking; `stock` is the model's own rule."""

@@ -28,6 +28,8 @@ class VectorPolicy(MemoryPolicy):
     when they do not match its own bank.
     """
 
+    fixed_capacity = True  # trained for a bank of `capacity` slots
+
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], capacity: int,
                  layout: str = OBS_LAYOUT, name: str = "agent"):
         self.predict, self.agent_capacity, self.layout, self.name = predict, capacity, layout, name

@@ -126,8 +126,10 @@ class MemoryControlVecEnv(VecEnv):
         self.rng = np.random.default_rng(seed)
         self._actions = None
 
-    def reset(self, lanes: list[Lane] | None = None) -> np.ndarray:
-        if self._seeds[0] is not None:
+    def reset(self, lanes: list[Lane] | None = None, reseed: bool = True) -> np.ndarray:
+        """New episodes (on `lanes`, or drawn); a seed given through `seed()` restarts the
+        draws unless `reseed` is False (a resumed run restores its generator instead)."""
+        if reseed and self._seeds[0] is not None:
             self.rng = np.random.default_rng(self._seeds[0])
         self._reset_seeds()
         self._reset_options()

@@ -152,13 +152,49 @@ class Progress(BaseCallback):
         # After the previous rollout's PPO update (SB3 trains between rollouts): a checkpoint
         # taken here holds every update so far, so a resume from it loses none.
         if self.every and self.num_timesteps >= self.next_ckpt:
-            self.save(self.ckpt_dir / f"step{self.num_timesteps:08d}.zip")
+            self.save(self.ckpt_dir / f"step{self.num_timesteps:08d}.zip", with_state=True)
             self.next_ckpt = (self.num_timesteps // self.every + 1) * self.every
 
     def _on_training_end(self):
         if self.bar is not None:
             self.bar.close()
         self.fh.close()
+
+
+def run_state(ppo, venv) -> dict | None:
+    """What, besides the agent zip, makes a resume continue exactly: the RNGs (torch samples
+    actions, numpy shuffles minibatches, the environment draws episodes), the episodes just
+    started and SB3's episode-statistics window. Only at an episode boundary (a rollout
+    start when n_steps is a multiple of the episode length, as in every shipped config):
+    elsewhere None, and a resume starts new episodes instead."""
+    import random
+
+    import torch
+
+    if venv.batch.t != 0:
+        return None
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate(), "env_rng": venv.rng.bit_generator.state,
+            "lanes": [dataclasses.astuple(ln) for ln in venv.batch.lanes],
+            "ep_info_buffer": list(ppo.ep_info_buffer or [])}
+
+
+def restore_run_state(ppo, venv, state: dict) -> None:
+    import random
+    from collections import deque
+
+    import torch
+
+    from sam2rl_fast.rl.episodes import Lane
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    venv.rng.bit_generator.state = state["env_rng"]
+    # the episodes the uninterrupted run was about to play, and SB3's view of them
+    ppo._last_obs = venv.reset(lanes=[Lane(*ln) for ln in state["lanes"]], reseed=False)
+    ppo._last_episode_starts = np.ones((venv.num_envs,), dtype=bool)
+    ppo.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=ppo._stats_window_size)
 
 
 def save_agent(ppo, path, cfg: TrainConfig, model, videos: list[str], seconds: float) -> Path:
@@ -175,6 +211,10 @@ def save_agent(ppo, path, cfg: TrainConfig, model, videos: list[str], seconds: f
                              "config": dataclasses.asdict(cfg)})
     tmp.replace(path)
     return path
+
+
+def _state_path(agent_zip: Path) -> Path:
+    return agent_zip.with_suffix(".state.pt")
 
 
 def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent", resume=None,
@@ -199,6 +239,11 @@ def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent
         ppo.set_env(env)
         # TensorBoard writes into this run's folder, wherever the run was first started
         ppo.tensorboard_log = str(out / "tensorboard")
+        state_file = _state_path(Path(resume))
+        if state_file.is_file():
+            restore_run_state(ppo, venv, torch.load(state_file, weights_only=False))
+        else:
+            log(f"{state_file} is missing: the resume starts new episodes (not bit-exact)")
         log(f"resuming {resume} at {ppo.num_timesteps} steps")
     else:
         ppo = PPO(SlotPolicy, env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
@@ -208,8 +253,14 @@ def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent
                   tensorboard_log=str(out / "tensorboard"), verbose=0)
     t0 = time.perf_counter()
 
-    def save(path):
-        return save_agent(ppo, path, cfg, model, names, time.perf_counter() - t0)
+    def save(path, with_state: bool = False):
+        agent = save_agent(ppo, path, cfg, model, names, time.perf_counter() - t0)
+        state = run_state(ppo, venv) if with_state else None
+        if state is not None:  # written after the zip: a zip without it resumes inexactly
+            tmp = _state_path(agent).with_name(_state_path(agent).name + ".tmp")
+            torch.save(state, tmp)
+            tmp.replace(_state_path(agent))
+        return agent
 
     cb = Progress(cfg.total_steps, out / f"{name}-episodes.csv", out / "checkpoints" / name,
                    cfg.checkpoint_every, save, f"training {name}", progress)
@@ -307,7 +358,12 @@ def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool 
             log(f"{final} exists: done")
             agents.append(final)
             continue
-        ckpts = sorted((out / "checkpoints" / name).glob("step*.zip")) if resume else []
+        # the newest complete checkpoint (a kill can leave a .tmp.zip, or a zip whose run
+        # state was not written yet: then the one before it, which resumes exactly)
+        ckpts = sorted(p for p in (out / "checkpoints" / name).glob("step*.zip")
+                       if ".tmp" not in p.name) if resume else []
+        exact = [p for p in ckpts if _state_path(p).is_file()]
+        ckpts = exact or ckpts
         agents.append(train_agent(cfg, its, model, out, name=name, resume=ckpts[-1] if ckpts else None,
                                   cache=cache, progress=progress, log=log))
     plot_curves(sorted(out.glob("*-episodes.csv")), out / "training-curve.png")

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from sam2rl_fast.memory.bank import MemoryBank
-from sam2rl_fast.memory.observation import ObservationBuilder
 from sam2rl_fast.memory.selection import MemorySelection, StockMemoryRule
 from sam2rl_fast.model.encodings import MemoryEncodings
 from sam2rl_fast.model.memory_attention import FastMemoryAttention
 from sam2rl_fast.model.sam_heads import HeadOutput, forward_sam_heads
+from sam2rl_fast.policies.observation import ObservationBuilder
 from sam2rl_fast.tracking.video import preprocess_frame
 
 

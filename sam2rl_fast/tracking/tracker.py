@@ -17,7 +17,7 @@ import torch
 
 from sam2rl_fast.model.cpu_linear import packed_linears
 from sam2rl_fast.model.loading import build_model
-from sam2rl_fast.policies import VectorPolicy, make_policy
+from sam2rl_fast.policies import make_policy
 from sam2rl_fast.tracking.step import (
     Prompt,
     TrackingStep,
@@ -188,8 +188,7 @@ class FastTracker:
         self.model = build_model(model, config=config, device=device, image_size=image_size)
         self.device = self.model.device
         self.policy = make_policy(agent)
-        if hasattr(self.policy, "check_model"):  # learned agents: trained for this kind of model?
-            self.policy.check_model(self.model)
+        self.policy.check_model(self.model)  # learned agents: trained for this kind of model?
         self.H, self.W = self.video.height, self.video.width
         self.prompt_frame, objs, later = _split_prompt(prompt)
         self.obj_ids = list(objs)
@@ -197,7 +196,7 @@ class FastTracker:
         # Corrections: {frame: [Prompt | None per object]}, each a new conditioning memory.
         self.corrections = {f: [_parse_prompt(c[o], self.H, self.W, o) if o in c else None
                                 for o in self.obj_ids] for f, c in later.items()}
-        if self.corrections and not isinstance(self.policy, VectorPolicy):
+        if self.corrections and not self.policy.fixed_capacity:
             # Each correction frame pins one more memory per object; the stock rule still
             # needs its 6 recent ones. (A learned agent's bank size is its layout's: there,
             # corrections take replaceable slots.)

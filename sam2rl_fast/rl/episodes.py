@@ -175,13 +175,11 @@ class EpisodeBatch:
         """Segment and encode frame t+1, return its observations; sets self.ious (frame t+1)."""
         st = self.step_
         self.t += 1
-        feats = self._features(self.t)
-        self.head = st.segment(self.t, feats, self.read_rule, self.L)
-        self.mem = st.encode(feats, self.head)
+        fs = st.advance(self.t, self._features(self.t), self.read_rule, self.L)
+        self.head, self.mem, self.obs = fs.head, fs.mem, fs.obs
         self.masks = self._video_masks(self.head.low_res_masks, self.lanes)
         self.ious = np.array([float(region_iou(m, self._gt(ln, self.t)))
                               for m, ln in zip(self.masks, self.lanes)])
-        self.obs = st.observe(self.t, self.head, self.mem)
         return self.obs.vector()
 
     @torch.inference_mode()
@@ -233,11 +231,9 @@ class EpisodeBatch:
                   (H, W), self.L)
         out = np.ones((len(todo), self.L))
         for t in range(1, self.L):
-            feats = self._features(t, todo)
-            head = st.segment(t, feats, st.stock, self.L)
-            masks = self._video_masks(head.low_res_masks, todo)
+            fs = st.advance(t, self._features(t, todo), st.stock, self.L, observe=False)
+            masks = self._video_masks(fs.head.low_res_masks, todo)
             out[:, t] = [float(region_iou(m, self._gt(ln, t))) for m, ln in zip(masks, todo)]
-            mem = st.encode(feats, head)
-            st.store(t, head, mem, st.stock.assign_memories(st.bank, t), observed=False)
+            st.store(t, fs.head, fs.mem, st.stock.assign_memories(st.bank, t), observed=False)
         for ln, row in zip(todo, out):
             self._stock_ious[ln] = row

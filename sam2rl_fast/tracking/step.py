@@ -60,6 +60,16 @@ def pick_memory_attention(model, fast: bool | None):
     return model.memory_attention, "stock"
 
 
+@dataclass
+class FrameStep:
+    """One frame of every lane: the heads' output, the candidate memories [B, C, h, w] and,
+    when asked for, the observation a policy decides on."""
+
+    head: HeadOutput
+    mem: torch.Tensor
+    obs: object | None = None  # MemoryObservation
+
+
 class TrackingStep:
     """SAM 2's per-frame computation over B lanes with a `MemoryBank` of `capacity` slots each."""
 
@@ -192,6 +202,21 @@ class TrackingStep:
                 "point_labels": torch.from_numpy(p.labels)[None].to(self.device)}
 
     # ------------------------------------------------------------------ tracked frames
+    def advance(self, f: int, feats: Features, read_rule, num_frames: int | None = None, *,
+                choose=None, observe: bool = True, motion=None, tm: dict | None = None) -> FrameStep:
+        """The one per-frame path of every caller (tracker, corrections, RL episodes, the
+        stock replay): memory attention -> SAM heads -> memory encoder, then (`observe`) what
+        a policy sees. `choose` picks a lane's output mask; `motion()` (after the heads, e.g.
+        SAMURAI's Kalman scores) joins the observation. What is stored is the caller's
+        decision: `store(f, step, slots)`."""
+        head = self.segment(f, feats, read_rule, num_frames, choose, tm)
+        mem = self.encode(feats, head, tm)
+        obs = None
+        if observe:
+            with self.timed(tm, "policy"):
+                obs = self.observe(f, head, mem, motion() if motion is not None else None)
+        return FrameStep(head, mem, obs)
+
     def segment(self, f: int, feats: Features, read_rule, num_frames: int | None = None,
                 choose=None, tm: dict | None = None) -> HeadOutput:
         """Frame f of every lane from its memories (`read_rule` picks them)."""

@@ -300,14 +300,20 @@ class FastTracker:
             if bar is not None:
                 bar.close()
 
-    def _track_step(self, f, feats, T, tm) -> TrackedFrame:
+    def _decide(self, f, feats, T, tm, fixed=frozenset()):
+        """The frame's step and the policy's slots (-1 for lanes in `fixed`, which a
+        correction prompt stores instead)."""
         step, policy = self.step, self.policy
-        head = step.segment(f, feats, policy.read_rule, T, choose=policy.choose_mask, tm=tm)
-        mem = step.encode(feats, head, tm)
+        fs = step.advance(f, feats, policy.read_rule, T, choose=policy.choose_mask,
+                          observe=policy.needs_observation, motion=policy.motion_scores, tm=tm)
         with step.timed(tm, "policy"):
-            obs = step.observe(f, head, mem, policy.motion_scores()) if policy.needs_observation else None
-            slots = policy.assign(step.bank, f, obs)
-            step.store(f, head, mem, slots, observed=obs is not None)
+            slots = [-1 if b in fixed else s for b, s in enumerate(policy.assign(step.bank, f, fs.obs))]
+            step.store(f, fs.head, fs.mem, slots, observed=fs.obs is not None, skip_pointers=fixed)
+        return fs, slots
+
+    def _track_step(self, f, feats, T, tm) -> TrackedFrame:
+        fs, slots = self._decide(f, feats, T, tm)
+        head = fs.head
         return self._output(f, head.low_res_masks, head.object_score_logits.reshape(-1),
                             head.chosen_iou, np.asarray(slots))
 
@@ -315,15 +321,10 @@ class FastTracker:
         """A frame with corrections: prompted objects get their prompt's output and a new
         conditioning memory (as stock's add_new_mask / add_new_points_or_box on a frame it
         has not tracked yet, then propagating on); the others are tracked as usual."""
-        step, policy = self.step, self.policy
-        head = step.segment(f, feats, policy.read_rule, T, policy.choose_mask, tm)
-        mem = step.encode(feats, head, tm)
-        fixed = {b for b, p in enumerate(prompts) if p is not None}
-        with step.timed(tm, "policy"):
-            obs = step.observe(f, head, mem, policy.motion_scores()) if policy.needs_observation else None
-            slots = [-1 if b in fixed else s for b, s in enumerate(policy.assign(step.bank, f, obs))]
-            step.store(f, head, mem, slots, observed=obs is not None, skip_pointers=fixed)
-        lanes, low, score, iou, cslots = step.prompt(f, feats, prompts, (self.H, self.W), T, tm)
+        fixed = frozenset(b for b, p in enumerate(prompts) if p is not None)
+        fs, slots = self._decide(f, feats, T, tm, fixed)
+        head = fs.head
+        lanes, low, score, iou, cslots = self.step.prompt(f, feats, prompts, (self.H, self.W), T, tm)
         idx = torch.tensor(lanes, device=low.device)
         out_low = head.low_res_masks.float().index_copy(0, idx, low.float())
         out_score = head.object_score_logits.reshape(-1).float().index_copy(0, idx, score.float())

@@ -170,7 +170,7 @@ def _demo(args) -> int:
     check_out_path(out, inputs)
     model = _model_for(args)  # a missing model fails before anything is written
     with staged_output(out, args.overwrite, inputs, "demo") as stage:
-        run_demo(model, stage, seed_index=args.seed, num_frames=args.frames,
+        run_demo(model, stage, seed_index=args.seed, suite=args.suite, num_frames=args.frames,
                  agents=args.agent or None, progress=not args.quiet, shown_dir=out)
     return 0
 
@@ -251,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="track a held-out synthetic video with every agent; overlay video + GIF")
     p.add_argument("--agent", action="append", help="agent (repeatable; default: every built-in)")
-    p.add_argument("--seed", type=int, default=0, help="which held-out 'mixed' video (index)")
-    p.add_argument("--frames", type=int, default=40)
+    p.add_argument("--suite", default=None, help="suite of the demo video (default: the measured one)")
+    p.add_argument("--seed", type=int, default=None, help="which held-out video of the suite (index)")
+    p.add_argument("--frames", type=int, default=48)
     _add_model_args(p)
     p.add_argument("--out", default=None, help="output folder (default: a new sam2rl-fast-demo-<time>)")
     p.add_argument("--overwrite", action="store_true")

@@ -44,7 +44,6 @@ def test_demo_without_a_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
     import sam2rl_fast.model.bundled as dm
 
     monkeypatch.setattr(dm, "CHECKPOINT", tmp_path / "absent.pt")
-    monkeypatch.setattr(dm, "LEGACY_CHECKPOINT", tmp_path / "absent-too.pt", raising=False)
     assert main(["demo", "--device", "cpu", "--quiet", "--out", str(tmp_path / "d")]) == 2
     assert "bundled demo model" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()

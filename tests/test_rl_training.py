@@ -253,3 +253,21 @@ def test_sigkill_at_a_random_point_then_resume_equals_the_uninterrupted_run(stra
     assert sa.keys() == sb.keys() and sa, sorted(set(sa) ^ set(sb))[:5]
     for k in sa:
         assert sa[k] == pytest.approx(sb[k], rel=1e-6, abs=1e-9), k
+
+
+def test_ctrl_c_names_the_last_checkpoint_and_how_to_resume(run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import sam2rl_fast.rl.training as training
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "run_training", interrupted)
+    assert main(["train", "--config", str(SMOKE), "--out", str(copy), "--resume", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: the last checkpoint is" in err and "step00000080.zip" in err
+    assert "--resume" in err and "Traceback" not in err

@@ -91,9 +91,9 @@ def summarize(scores: list[VideoScore]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'suite':<12}{'agent':<12}{'videos':>7}{'J':>8}{'F':>8}{'J&F':>8}{'FPS':>8}"]
+    lines = [f"{'suite':<15}{'agent':<12}{'videos':>7}{'J':>8}{'F':>8}{'J&F':>8}{'FPS':>8}"]
     for r in rows:
-        lines.append(f"{r['suite']:<12}{r['agent']:<12}{r['videos']:>7}{r['J']:>8.3f}{r['F']:>8.3f}"
+        lines.append(f"{r['suite']:<15}{r['agent']:<12}{r['videos']:>7}{r['J']:>8.3f}{r['F']:>8.3f}"
                      f"{r['JF']:>8.3f}{r['FPS']:>8.2f}")
     return "\n".join(lines)
 

@@ -14,18 +14,15 @@ ASSET_DIR = _PACKAGE / "assets"
 # docs/demo-model.md); trained by `python train/train_demo_model.py --run RUN`.
 CONFIG = str(_PACKAGE / "configs" / "sam2rl_effnet256.yaml")
 CHECKPOINT = ASSET_DIR / "sam2rl_effnet256.pt"
-# The first bundled model (a from-scratch Hiera of width 24), kept until the new one ships.
+# The first bundled model's config (a from-scratch Hiera of width 24; its checkpoint no
+# longer ships): kept so that its checkpoints still load with their config inferred.
 LEGACY_CONFIG = str(_PACKAGE / "configs" / "demo_sam2.1_tiny256.yaml")
-LEGACY_CHECKPOINT = ASSET_DIR / "demo_sam2.1_tiny256.pt"
 
 
 def bundled_checkpoint() -> tuple[Path, str]:
     """(checkpoint path, config) of the bundled demo model."""
     from sam2rl_fast.model.loading import ModelError
 
-    if not CHECKPOINT.is_file() and LEGACY_CHECKPOINT.is_file():
-        # until the EfficientNet model ships, an install carries the first model only
-        return Path(LEGACY_CHECKPOINT), str(LEGACY_CONFIG)
     if not CHECKPOINT.is_file():
         raise ModelError(
             "this install has no bundled demo model yet "

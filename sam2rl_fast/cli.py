@@ -12,9 +12,9 @@ from sam2rl_fast.outputs import (
     OutputDirError,
     check_out_path,
     prepare_out_dir,
-    read_manifest,
     record_outputs,
     staged_output,
+    user_files,
 )
 
 
@@ -189,9 +189,7 @@ def _train(args) -> int:
             raise SystemExit(f"error: --resume: {args.out} does not exist")
     else:
         out = prepare_out_dir(args.out, args.overwrite, inputs, "train")
-    # files here now that the tool did not write (the user's): never listed as ours
-    before = ({p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-              - set(read_manifest(out)))
+    before = user_files(out)  # the user's files here: never listed as ours
     try:
         agents = run_training(cfg, out, resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:

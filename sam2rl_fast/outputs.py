@@ -84,6 +84,12 @@ def _user_files(folder: Path, ours: set[str]) -> list[str]:
     return sorted(out)
 
 
+def user_files(folder) -> set[str]:
+    """Files (relative paths) in `folder` that sam2rl-fast did not write there."""
+    folder = Path(folder)
+    return set(_user_files(folder, set(read_manifest(folder)))) if folder.is_dir() else set()
+
+
 def remove_own_files(folder: Path, log=None) -> list[str]:
     """Delete the files sam2rl-fast wrote into `folder` (its manifest), then the folders
     that became empty; return the user's files that were kept."""

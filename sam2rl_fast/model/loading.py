@@ -1,9 +1,12 @@
-"""Build a sam2 model from what a user has: a Meta checkpoint, a config name, or a model.
+"""Build a sam2 model from what a user has: a Meta checkpoint, a Hugging Face id, a config
+name, or a model.
 
 Meta's checkpoints (`sam2_hiera_tiny.pt` ... `sam2.1_hiera_large.pt`) are `{"model":
 state_dict}` files; the config is inferred from their keys (trunk width and depth, and the
 SAM 2.1-only parameters) unless given. Models are built with sam2's own hydra configs, so
-a checkpoint loads exactly as `sam2.build_sam.build_sam2_video_predictor` loads it.
+a checkpoint loads exactly as `sam2.build_sam.build_sam2_video_predictor` loads it. The
+official Hugging Face ids ("facebook/sam2.1-hiera-tiny", ...) name such a checkpoint and its
+config (sam2's own `HF_MODEL_ID_TO_FILENAMES`), fetched as `build_sam2_video_predictor_hf` does.
 
 A config may also be a YAML file outside sam2's package (the project's demo model,
 `sam2rl_fast/configs/demo_sam2.1_tiny256.yaml`): it is read with OmegaConf and instantiated
@@ -12,6 +15,7 @@ with the same video-predictor overrides as `build_sam2_video_predictor` applies.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -163,6 +167,12 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
     """A stock `SAM2VideoPredictor` in eval mode for `model`:
 
     - a checkpoint path (config inferred from its keys, or `config`),
+    - an official Hugging Face id of SAM 2 / 2.1 ("facebook/sam2.1-hiera-tiny", ... the ids
+      of `sam2.build_sam.HF_MODEL_ID_TO_FILENAMES`): its checkpoint comes from the Hugging
+      Face cache, or is downloaded into it (`huggingface_hub.hf_hub_download`, as sam2's
+      `build_sam2_video_predictor_hf` does: HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE=1
+      apply), and loads with the id's config as a checkpoint path would; an existing local
+      path of the same name wins,
     - a config name or .yaml (random weights; tests and benchmarks),
     - a built sam2 model (`SAM2Base` / `SAM2VideoPredictor`), used as it is,
     - None: the demo model bundled with the package.
@@ -193,24 +203,14 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
         return _build(cfg, ckpt, device, extra)
     if not isinstance(model, (str, Path)):
         raise ModelError(f"unsupported model {type(model).__name__}: pass a checkpoint path, "
-                         "a config name, a sam2 model or None")
+                         "a Hugging Face id, a config name, a sam2 model or None")
     s = str(model)
+    if not Path(s).expanduser().exists() and looks_like_hf_id(s):  # a local path wins
+        hf_cfg, ckpt = hf_checkpoint(s)
+        return _build_checkpoint(ckpt, config or hf_cfg, device, extra)
     if not s.endswith((".yaml", ".yml")) and (
             s.endswith((".pt", ".pth", ".ckpt")) or Path(s).expanduser().is_file()):
-        sd = load_state_dict(s)
-        if config:
-            cfg = resolve_config(config)
-            try:
-                inferred = infer_config(sd, s)
-            except ModelError:  # a trunk we do not know: the given config decides
-                inferred = cfg
-        else:
-            cfg = inferred = infer_config(sd, s)
-        # The inference reads the trunk only: a YAML file given for a checkpoint whose trunk
-        # looks like one of our own configs is trusted, and the weights' fit decides below.
-        if not _same_config(cfg, inferred) and not (is_file_config(cfg) and is_file_config(inferred)):
-            raise ModelError(f"checkpoint {s} was trained with {inferred}, not {cfg}")
-        return _build(cfg, s, device, extra)
+        return _build_checkpoint(s, config, device, extra)
     cfg = resolve_config(s)
     ckpt = _expected_checkpoint(cfg)
     hint = (f"; for Meta's weights pass the checkpoint file ({ckpt}"
@@ -221,6 +221,82 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
     warnings.warn(f"model {s!r} is a config, not a checkpoint: the model has RANDOM weights "
                   f"and will not track{hint}", RandomWeightsWarning, stacklevel=2)
     return _build(cfg, None, device, extra)
+
+
+def _build_checkpoint(s: str, config, device, extra):
+    sd = load_state_dict(s)
+    if config:
+        cfg = resolve_config(config)
+        try:
+            inferred = infer_config(sd, s)
+        except ModelError:  # a trunk we do not know: the given config decides
+            inferred = cfg
+    else:
+        cfg = inferred = infer_config(sd, s)
+    # The inference reads the trunk only: a YAML file given for a checkpoint whose trunk
+    # looks like one of our own configs is trusted, and the weights' fit decides below.
+    if not _same_config(cfg, inferred) and not (is_file_config(cfg) and is_file_config(inferred)):
+        raise ModelError(f"checkpoint {s} was trained with {inferred}, not {cfg}")
+    return _build(cfg, s, device, extra)
+
+
+def hf_models() -> dict[str, tuple[str, str]]:
+    """The official Hugging Face ids of SAM 2 / 2.1 -> (sam2 config, checkpoint file name):
+    sam2's own table (`sam2.build_sam.HF_MODEL_ID_TO_FILENAMES`)."""
+    try:
+        from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+    except ImportError as e:
+        raise ModelError(f"this sam2 install has no Hugging Face model table ({e}); upgrade "
+                         "sam2 or pass a local checkpoint path") from e
+    return dict(HF_MODEL_ID_TO_FILENAMES)
+
+
+_HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".yaml", ".yml", ".safetensors", ".bin")
+
+
+def looks_like_hf_id(s: str) -> bool:
+    """Whether `s` has the form of a Hugging Face repo id (`owner/name`, not a file name)."""
+    return bool(_HF_ID.fullmatch(str(s))) and not str(s).lower().endswith(_FILE_SUFFIXES)
+
+
+def hf_checkpoint(model_id: str) -> tuple[str, str]:
+    """(sam2 config, local checkpoint path) of an official SAM 2 / 2.1 Hugging Face id, the
+    checkpoint fetched as sam2's `_hf_download` does (from the cache when it is there)."""
+    table = hf_models()
+    canonical = {k.lower(): k for k in table}.get(str(model_id).lower())
+    if canonical is None:
+        raise ModelError(f"model {model_id!r} is neither a local file nor a supported Hugging "
+                         f"Face model id (the official SAM 2 / 2.1 checkpoints); supported ids: "
+                         f"{', '.join(table)} (or pass a checkpoint path, a config name, or "
+                         "nothing for the bundled model)")
+    cfg, filename = table[canonical]
+    try:
+        from huggingface_hub import constants, hf_hub_download
+    except ImportError:
+        raise ModelError(f"model {canonical} comes from Hugging Face, which needs huggingface_hub: "
+                         f"pip install huggingface_hub (or pass a local checkpoint path, e.g. the "
+                         f"{filename} file)") from None
+    try:
+        return cfg, hf_hub_download(repo_id=canonical, filename=filename)
+    except Exception as e:
+        # Not cached, and no Hub: offline mode, or a connection error (huggingface_hub turns
+        # those into LocalEntryNotFoundError; matched by name, its modules vary by version).
+        names = [c.__name__ for c in type(e).__mro__]
+        if not any(w in n for n in names for w in ("LocalEntryNotFound", "OfflineMode", "Connect",
+                                                     "Timeout", "Network")):
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"cannot get model {canonical} ({filename}) from Hugging Face: "
+                             f"{msg}") from e
+        offline = bool(getattr(constants, "HF_HUB_OFFLINE", False))
+        why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the Hub cannot be reached"
+        raise ModelError(
+            f"model {canonical} ({filename}) is not in the local Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}; set by HF_HUB_CACHE / HF_HOME) and {why}. Fix: connect "
+            f"to the internet{' and unset HF_HUB_OFFLINE' if offline else ''} so that it "
+            f"downloads once; or, where there is a connection, `hf download {canonical} {filename}` "
+            f"(`huggingface-cli download ...` with huggingface_hub < 1.0) into that cache; or pass "
+            f"a local checkpoint path instead (model= / --model path/to/{filename})") from e
 
 
 def _apply_overrides(cfg, overrides):

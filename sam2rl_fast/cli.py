@@ -134,8 +134,45 @@ def _model_for(args):
     return build_model(args.model, config=args.config, device=args.device, image_size=args.image_size)
 
 
+def _eval_dataset(args) -> int:
+    from sam2rl_fast.data.datasets import open_dataset
+    from sam2rl_fast.eval.dataset_eval import evaluate_dataset, format_dataset_table
+    from sam2rl_fast.eval.evaluation import agent_name
+
+    if args.suite:
+        raise SystemExit("error: --suite and --dataset exclude each other")
+    dataset = open_dataset(args.dataset, split=args.split, sequences=args.sequences,
+                           resolution=args.resolution)
+    agents = args.agent or ["sam2", "samurai", "dam4sam"]
+    names = [agent_name(a) for a in agents]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"error: --agent: two agents share a name ({names}); their results "
+                         "would share a folder")
+    inputs = [args.model, args.config, args.dataset, *agents]
+    check_out_path(args.out, inputs)
+    model = _model_for(args)
+    print(f"{dataset.root} ({dataset.layout} layout, split {dataset.split or 'all'}): "
+          f"{len(dataset)} video(s)")
+    with staged_output(args.out, args.overwrite, inputs, "eval") as out:
+        runs = evaluate_dataset(dataset, agents, model, out, names=names, progress=not args.quiet)
+        print(format_dataset_table(runs))
+    split = dataset.split or "all"
+    print(f"-> {args.out}/<agent>/ (global_results-{split}.csv, per-sequence_results-{split}.csv, "
+          "<video>/<frame>.png masks)")
+    return 0
+
+
 def _eval(args) -> int:
     from sam2rl_fast.data.synthetic import SUITES
+
+    if args.dataset is not None:
+        return _eval_dataset(args)
+    if args.sequences is not None or args.resolution is not None:
+        raise SystemExit("error: --sequences and --resolution need --dataset")
+    args.split = args.split or "heldout"
+    if args.split not in ("heldout", "train"):
+        raise SystemExit(f"error: --split {args.split}: the synthetic suites have the splits "
+                         "heldout and train (dataset splits need --dataset)")
     from sam2rl_fast.eval.evaluation import (
         evaluate_agents,
         format_table,
@@ -178,11 +215,20 @@ def _demo(args) -> int:
 def _train(args) -> int:
     from sam2rl_fast.rl.training import TrainConfig, run_training
 
+    if args.dataset is not None and args.suite:
+        raise SystemExit("error: --suite and --dataset exclude each other")
+    seqs = None if args.sequences is None else [s for s in args.sequences.split(",") if s.strip()]
+    split = args.split if args.dataset is None else None
+    if split is not None and split not in ("heldout", "train"):
+        raise SystemExit(f"error: --split {split}: the synthetic suites have the splits heldout "
+                         "and train (dataset splits need --dataset)")
     overrides = dict(mode=args.mode, suites=args.suite, num_videos=args.videos, total_steps=args.total_steps,
-                     num_envs=args.num_envs, seed=args.seed, model=args.model, split=args.split)
+                     num_envs=args.num_envs, seed=args.seed, model=args.model, split=split,
+                     dataset=args.dataset, sequences=seqs,
+                     dataset_split=args.split if args.dataset is not None else None)
     cfg = (TrainConfig.from_toml(args.config, **overrides) if args.config
            else TrainConfig(**{k: v for k, v in overrides.items() if v is not None}))
-    inputs = [args.config, args.model, cfg.model]
+    inputs = [args.config, args.model, cfg.model, cfg.dataset]
     if args.resume:
         out = check_out_path(args.out, inputs)
         if not out.is_dir():
@@ -207,7 +253,8 @@ def _train(args) -> int:
 
 
 def _add_model_args(p):
-    p.add_argument("--model", default=None, help="SAM 2 checkpoint or config name (default: bundled demo model)")
+    p.add_argument("--model", default=None, help="SAM 2 checkpoint, Hugging Face id (facebook/sam2.1-hiera-tiny, "
+                   "from the HF cache) or config name (default: bundled demo model)")
     p.add_argument("--config", default=None, help="config of the checkpoint (default: inferred)")
     p.add_argument("--image-size", type=int, default=None, help="model input size override")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
@@ -234,10 +281,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_track)
 
-    p = sub.add_parser("eval", help="compare agents on the synthetic suites (J, F, J&F, FPS)")
+    p = sub.add_parser("eval", help="compare agents on the synthetic suites or a dataset folder "
+                                    "(J, F, J&F, FPS)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset folder (DAVIS, MOSE, YouTube-VOS, LVOS or SA-V layout): score it as "
+                        "the DAVIS 2017 toolkit does, instead of the synthetic suites")
+    p.add_argument("--sequences", default=None, help="with --dataset: comma-separated videos to keep")
+    p.add_argument("--resolution", default=None, help="with --dataset: DAVIS' 480p (default) or "
+                                                      "Full-Resolution")
     p.add_argument("--suite", action="append", help="suite (repeatable; default: all)")
     p.add_argument("--agent", action="append", help="agent (repeatable; default: sam2, samurai, dam4sam)")
-    p.add_argument("--split", default="heldout", choices=["heldout", "train"])
+    p.add_argument("--split", default=None,
+                   help="synthetic: heldout (default) or train; --dataset: a split file's name "
+                        "(e.g. val for ImageSets/2017/val.txt; default: every annotated video)")
     p.add_argument("--videos", type=int, default=4, help="videos per suite")
     p.add_argument("--frames", type=int, default=32, help="frames per video")
     p.add_argument("--size", type=int, default=256, help="video side in pixels (the demo model was trained at 256)")
@@ -262,12 +318,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="TOML config (see train/configs/); flags below override it")
     p.add_argument("--mode", choices=["per-video", "multi-video"], default=None)
     p.add_argument("--suite", action="append", help="suite (repeatable)")
-    p.add_argument("--split", choices=["heldout", "train"], default=None, help="seeds the videos come from")
+    p.add_argument("--split", default=None,
+                   help="synthetic: the seeds the videos come from (heldout | train); --dataset: a "
+                        "split file's name (e.g. val; default: every annotated video)")
+    p.add_argument("--dataset", default=None,
+                   help="train on a dataset folder (DAVIS, MOSE or LVOS layout, every frame annotated) "
+                        "instead of the synthetic suites")
+    p.add_argument("--sequences", default=None, help="with --dataset: comma-separated videos to keep")
     p.add_argument("--videos", type=int, default=None, help="videos per suite")
     p.add_argument("--total-steps", type=int, default=None, help="environment steps per agent")
     p.add_argument("--num-envs", type=int, default=None, help="episodes stepped as one batch")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--model", default=None, help="SAM 2 checkpoint or config (default: bundled demo model)")
+    p.add_argument("--model", default=None, help="SAM 2 checkpoint, Hugging Face id or config "
+                   "(default: bundled demo model)")
     p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue a run in --out from its last checkpoints")

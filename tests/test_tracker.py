@@ -208,8 +208,10 @@ def test_bad_prompts():
         make({0: np.zeros((96, 128), bool)})
     with pytest.raises(PromptError, match="outside"):
         make({0: ([[200, 5]], [1])})
-    with pytest.raises(PromptError, match=r"unknown object\(s\) \[2\] on frame 2"):
-        make({0: {1: masks[0, 0]}, 2: {2: masks[2, 0]}})
+    # an object first named on a later frame starts there (tests/test_later_objects.py) ...
+    assert make({0: {1: masks[0, 0]}, 2: {2: masks[2, 0]}}).obj_ids == [1, 2]
+    with pytest.raises(PromptError, match="prompt on frame 7, the video has 3 frames"):
+        make({0: {1: masks[0, 0]}, 7: {2: masks[2, 0]}})  # ... within the video
     with pytest.raises(PromptError, match="empty"):
         make({0: {}})
     with pytest.raises(PromptError, match="has 3 frames"):

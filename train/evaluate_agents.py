@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from sam2rl_fast.outputs import prepare_out_dir
 from sam2rl_fast.model.loading import build_model
+from sam2rl_fast.outputs import prepare_out_dir
 from sam2rl_fast.rl.agent_eval import evaluate_run
 
 

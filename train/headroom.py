@@ -1,6 +1,7 @@
 """How much can memory decisions change a model's tracking? (`sam2rl_fast.rl.headroom`)
 
     python train/headroom.py --suite occlusion --suite distractor --videos 10 [--model CKPT]
+    python train/headroom.py --dataset ROOT [--dataset-split val] [--sequences a,b] [--model CKPT]
 
 Per video: the stock rule's J, and the mean-IoU gain over it of "prompt only", FIFO, and
 K random decision sequences (their mean and best). If the best random gain is ~0 on a
@@ -13,6 +14,7 @@ import sys
 
 import numpy as np
 
+from sam2rl_fast.data.datasets import DatasetError, open_dataset, training_items
 from sam2rl_fast.data.synthetic import generate_video, suite_seeds
 from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.rl.env import prepare_videos
@@ -24,20 +26,34 @@ def main(argv=None) -> int:
     ap.add_argument("--suite", action="append", help="suite (repeatable; default occlusion, distractor)")
     ap.add_argument("--split", default="heldout", choices=["heldout", "train"])
     ap.add_argument("--videos", type=int, default=10)
-    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--frames", type=int, default=24, help="frames per video (--dataset: at most)")
     ap.add_argument("--samples", type=int, default=32, help="random decision sequences per video")
     ap.add_argument("--model", default=None, help="checkpoint (default: the bundled demo model)")
+    ap.add_argument("--dataset", default=None, help="a dataset folder (every frame annotated) instead "
+                                                    "of the suites")
+    ap.add_argument("--dataset-split", default=None, help="with --dataset: a split file's name (e.g. val)")
+    ap.add_argument("--sequences", default=None, help="with --dataset: comma-separated videos")
     args = ap.parse_args(argv)
-    model = build_model(args.model, device="cpu")
-    for suite in args.suite or ["occlusion", "distractor"]:
-        items = []
+    if args.dataset is not None and args.suite:
+        ap.error("--suite and --dataset exclude each other")
+    groups = {}  # title -> items (frames, masks, name)
+    if args.dataset is not None:
+        try:
+            ds = open_dataset(args.dataset, split=args.dataset_split, sequences=args.sequences)
+            groups[str(ds.root)] = training_items(ds, max_frames=args.frames)
+        except DatasetError as e:
+            ap.error(str(e))
+    for suite in [] if args.dataset is not None else args.suite or ["occlusion", "distractor"]:
+        groups[suite] = []
         for seed in suite_seeds(suite, args.split, count=args.videos):
             v = generate_video(suite, seed, num_frames=args.frames, height=256, width=256)
-            items.append((v.frames, v.masks, f"{suite}-{seed}"))
+            groups[suite].append((v.frames, v.masks, f"{suite}-{seed}"))
+    model = build_model(args.model, device="cpu")
+    for title, items in groups.items():
         rows = memory_headroom(prepare_videos(items, model, progress=False), model, samples=args.samples)
         print(format_headroom(rows))
         best = np.mean([r.random_best for r in rows])
-        print(f"{suite}: mean stock J {np.mean([r.stock for r in rows]):.3f}, mean best-random gain "
+        print(f"{title}: mean stock J {np.mean([r.stock for r in rows]):.3f}, mean best-random gain "
               f"{best:+.4f}, largest change {max(r.max_pixels for r in rows)} px\n", flush=True)
     return 0
 

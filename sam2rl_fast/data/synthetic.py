@@ -339,25 +339,50 @@ def generate_video(suite: str, seed: int, num_frames: int = 24, height: int = 12
                                 "occlusions": occl_plan, "exit": leave})
 
 
-def write_davis(video: SyntheticVideo, root: str | Path, overwrite: bool = False) -> Path:
+def _writable(d: Path, overwrite: bool) -> Path:
+    if d.exists() and any(d.iterdir()) and not overwrite:
+        raise FileExistsError(f"{d} is not empty; pass overwrite=True to replace it")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def write_davis(video: SyntheticVideo, root: str | Path, overwrite: bool = False,
+                annotate_every: int = 1) -> Path:
     """Write `root/JPEGImages/<name>/%05d.jpg` and `root/Annotations/<name>/%05d.png`
-    (palette PNG, 0 = background, k + 1 = object k) as DAVIS lays them out."""
+    (DAVIS palette PNG, 0 = background, k + 1 = object k) as DAVIS lays them out; with
+    `annotate_every` n, only every n-th frame is annotated (YouTube-VOS annotates every 5th)."""
     from PIL import Image
 
+    from sam2rl_fast.data.datasets import write_label_png
+
     root = Path(root)
-    img_dir, ann_dir = root / "JPEGImages" / video.name, root / "Annotations" / video.name
-    for d in (img_dir, ann_dir):
-        if d.exists() and any(d.iterdir()) and not overwrite:
-            raise FileExistsError(f"{d} is not empty; pass overwrite=True to replace it")
-        d.mkdir(parents=True, exist_ok=True)
-    palette = [0, 0, 0] + [c for k in range(255) for c in
-                           ((k * 97 + 64) % 256, (k * 57 + 128) % 256, (k * 151 + 32) % 256)]
+    img_dir = _writable(root / "JPEGImages" / video.name, overwrite)
+    ann_dir = _writable(root / "Annotations" / video.name, overwrite)
     for t in range(video.frames.shape[0]):
         Image.fromarray(video.frames[t]).save(img_dir / f"{t:05d}.jpg", quality=95)
+        if t % annotate_every:
+            continue
         label = np.zeros(video.masks.shape[2:], np.uint8)
         for k in range(video.masks.shape[1]):
             label[video.masks[t, k]] = k + 1
-        png = Image.fromarray(label, mode="P")
-        png.putpalette(palette)
-        png.save(ann_dir / f"{t:05d}.png")
+        write_label_png(label, ann_dir / f"{t:05d}.png")
+    return root
+
+
+def write_sav(video: SyntheticVideo, root: str | Path, overwrite: bool = False,
+              annotate_every: int = 4) -> Path:
+    """Write SA-V's layout: `root/JPEGImages_24fps/<name>/%05d.jpg` and
+    `root/Annotations_6fps/<name>/<obj:03d>/%05d.png` (binary 0/255, every 4th frame)."""
+    from PIL import Image
+
+    from sam2rl_fast.data.datasets import write_mask_png
+
+    root = Path(root)
+    img_dir = _writable(root / "JPEGImages_24fps" / video.name, overwrite)
+    for t in range(video.frames.shape[0]):
+        Image.fromarray(video.frames[t]).save(img_dir / f"{t:05d}.jpg", quality=95)
+    for k in range(video.masks.shape[1]):
+        obj_dir = _writable(root / "Annotations_6fps" / video.name / f"{k:03d}", overwrite)
+        for t in range(0, video.frames.shape[0], annotate_every):
+            write_mask_png(video.masks[t, k], obj_dir / f"{t:05d}.png")
     return root

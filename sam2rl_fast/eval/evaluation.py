@@ -31,6 +31,13 @@ class VideoScore:
     iou_per_frame: np.ndarray = field(repr=False)  # [T, n_obj]
 
 
+def agent_name(agent) -> str:
+    """How reports name an agent: its file name, its built-in name, or its policy's name."""
+    if isinstance(agent, (str, Path)) and Path(agent).suffix in (".zip", ".onnx"):
+        return Path(agent).name
+    return agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
+
+
 def prompts_from_ground_truth(masks: np.ndarray, first_only: bool = False) -> dict[int, np.ndarray]:
     """{k: mask on frame 0} for every target visible on frame 0 (or the first of them)."""
     visible = {k: masks[0, k] for k in range(masks.shape[1]) if masks[0, k].any()}
@@ -67,8 +74,7 @@ def evaluate_agents(suites, agents, model, *, split="heldout", num_videos=4, num
         for agent in agents:
             res = FastTracker(video.frames, agent=agent, model=model, prompt=prompt).run()
             m = evaluate_video(res.masks, gt)
-            name = (Path(agent).name if isinstance(agent, (str, Path)) and Path(agent).suffix in (".zip", ".onnx")
-                    else agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__))
+            name = agent_name(agent)
             scores.append(VideoScore(suite, seed, str(name), m["J"], m["F"], m["JF"], res.fps,
                                      m["iou_per_frame"]))
             if bar is not None:

@@ -80,6 +80,30 @@ def boundary_f(pred, gt, bound_th: float = 0.008) -> float:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
+def frame_scores(pred, gt, bound_th: float = 0.008) -> tuple[float, float]:
+    """(J, F) of one [H, W] frame (J is 1 where both masks are empty)."""
+    pred, gt = _check_pair(pred, gt, ndim=2)
+    return float(iou(pred, gt)), boundary_f(pred, gt, bound_th)
+
+
+def db_statistics(values) -> tuple[float, float, float]:
+    """(mean, recall, decay) of one object's per-frame J or F, as the DAVIS 2017 toolkit:
+    recall is the share of frames above 0.5 (a NaN frame is not above); decay is the mean of the first quarter minus
+    the mean of the last, quarters cut at round(linspace(1, n, 5)) - 1 (NaNs ignored).
+
+    The toolkit stores those cuts as uint8, which wraps past 255 frames; here they are
+    plain integers (the same numbers on every video of up to 256 scored frames)."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    def nanmean(x):
+        return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+    ids = (np.round(np.linspace(1, v.size, 5) + 1e-10) - 1).astype(np.int64)
+    bins = [v[ids[i]:ids[i + 1] + 1] for i in range(4)]
+    return nanmean(v), float(np.mean(v > 0.5)), nanmean(bins[0]) - nanmean(bins[3])
+
+
 def evaluate_video(pred, gt, skip_first: bool = True) -> dict:
     """J, F and J&F of one video, per object and overall.
 

@@ -62,6 +62,10 @@ class TrainConfig:
     eval_videos: int = 8  # after training: held-out videos per suite (multi-video); 0 = no evaluation
     check_headroom: bool = True  # first measure whether memory decisions change the masks at all
     device: str | None = None  # the SAM 2 model's (default: cuda if available); PPO runs on the CPU
+    # a user's dataset folder instead of the suites (`sam2rl_fast.data.datasets`)
+    dataset: str | None = None
+    dataset_split: str | None = None  # a split file's name, e.g. "val"; None: every video
+    sequences: list[str] | None = None  # videos of the split to keep
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -91,7 +95,13 @@ class TrainConfig:
 
 
 def suite_items(cfg: TrainConfig, suites=None, split=None, count=None):
-    """(frames, masks, name) of the config's videos (first target visible on frame 0 kept first)."""
+    """(frames, masks, name) of the config's videos (first target visible on frame 0 kept first):
+    its dataset's (whole videos, or `episode_length`-frame windows) or its suites'."""
+    if cfg.dataset is not None and suites is None and split is None:
+        from sam2rl_fast.data.datasets import open_dataset, training_items
+
+        ds = open_dataset(cfg.dataset, split=cfg.dataset_split, sequences=cfg.sequences)
+        return training_items(ds)
     items = []
     for suite in suites or cfg.suites:
         seeds = cfg.seeds(suite) if split is None else list(suite_seeds(suite, split, count=count))
@@ -367,7 +377,10 @@ def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool 
         agents.append(train_agent(cfg, its, model, out, name=name, resume=ckpts[-1] if ckpts else None,
                                   cache=cache, progress=progress, log=log))
     plot_curves(sorted(out.glob("*-episodes.csv")), out / "training-curve.png")
-    if cfg.eval_videos > 0:
+    if cfg.dataset is not None:
+        log(f"compare the agents with the stock rule and the heuristics on the dataset: "
+            f"sam2rl-fast eval --dataset {cfg.dataset} --agent sam2 --agent <agent.zip> ...")
+    elif cfg.eval_videos > 0:
         import shutil
 
         from sam2rl_fast.rl.agent_eval import evaluate_run

@@ -3,11 +3,14 @@
 Per frame, for all objects at once (upstream tracks them one at a time):
 image encoder (once) -> bank gather -> memory attention -> SAM heads -> memory encoder
 -> policy -> bank append. Memory is the bank's fixed capacity whatever the video length,
-frames are decoded one at a time and dropped after use.
+frames are decoded one at a time and dropped after use. Objects that start on a later
+frame (YouTube-VOS, MOSE) form a `Cohort` of their own: its own bank and policy, the same
+image features.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,9 +18,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from sam2rl_fast.memory.bank import MemoryBank
 from sam2rl_fast.model.cpu_linear import packed_linears
 from sam2rl_fast.model.loading import build_model
-from sam2rl_fast.policies import make_policy
+from sam2rl_fast.policies import POLICIES, MemoryPolicy, make_policy
+from sam2rl_fast.tracking.prompts import (  # noqa: F401 (PromptError, mask_from_array: public here)
+    PromptError,
+    mask_from_array,
+    parse_prompt,
+    split_prompt,
+)
 from sam2rl_fast.tracking.step import (
     Prompt,
     TrackingStep,
@@ -26,14 +36,12 @@ from sam2rl_fast.tracking.step import (
 )
 from sam2rl_fast.tracking.video import open_video
 
+_parse_prompt = parse_prompt  # its name before prompts.py
+
 # Per-frame timings (ms). "frame" is the whole step after decoding, recorded instead of the
 # stages when they are not timed one by one (profile=False: no CUDA sync between stages).
 STAGES = ("decode", "preprocess", "image_encoder", "memory_attention", "sam_heads", "memory_encoder",
           "policy", "frame")
-
-
-class PromptError(ValueError):
-    """A prompt that does not fit the video or names no object."""
 
 
 @dataclass
@@ -42,7 +50,8 @@ class TrackedFrame:
     masks: np.ndarray  # [n_obj, H, W] bool at video resolution
     scores: np.ndarray  # [n_obj] object-score logits (> 0: object present)
     ious: np.ndarray  # [n_obj] predicted IoU of the output masks
-    decisions: np.ndarray  # [n_obj] slot the frame's memory went to, -1 = not stored
+    decisions: np.ndarray  # [n_obj] slot the frame's memory went to, -1 = not stored,
+    #   -2 = the object is not tracked yet (its start frame comes later: empty mask, NaN)
     timings: dict[str, float] = field(default_factory=dict)  # ms per stage
     image: np.ndarray | None = None  # [H, W, 3] the frame itself (streaming only; run() drops it)
 
@@ -53,9 +62,9 @@ class TrackingResult:
     masks: np.ndarray  # [T, n_obj, H, W] bool
     scores: np.ndarray  # [T, n_obj]
     ious: np.ndarray  # [T, n_obj]
-    decisions: np.ndarray  # [T, n_obj] (-2 = frame not tracked)
+    decisions: np.ndarray  # [T, n_obj] (-2 = the object not tracked on the frame: before its start)
     timings: dict[str, np.ndarray]  # stage -> [T] ms
-    tracked: np.ndarray  # [T] bool: frames the tracker produced (from the prompt frame on)
+    tracked: np.ndarray  # [T] bool: frames the tracker produced (from the first prompt frame on)
 
     @property
     def fps(self) -> float:
@@ -63,84 +72,28 @@ class TrackingResult:
         return float(self.tracked.sum() / (total / 1000.0)) if total > 0 else float("nan")
 
 
-def mask_from_array(a: np.ndarray, what: str) -> np.ndarray:
-    """A mask prompt as bool [H, W], by one rule: bool as it is; integers 0 / nonzero (one
-    object: a label image with several ids is refused); floats are probabilities in [0, 1],
-    the object where >= 0.5 (so a soft mask with 0.01 background is the object, not the
-    frame). NaN and values outside those ranges are errors."""
-    if a.dtype == bool:
-        return a
-    if np.issubdtype(a.dtype, np.integer):
-        ids = np.unique(a[a != 0])
-        if len(ids) > 1:
-            raise PromptError(f"{what}: the mask holds several ids {ids[:8].tolist()}; give one "
-                              "mask per object (e.g. label == k)")
-        if (a < 0).any():
-            raise PromptError(f"{what}: mask values must be 0 (background) or one id, got negatives")
-        return a != 0
-    if np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise PromptError(f"{what}: the mask holds NaN or infinite values")
-        lo, hi = float(a.min()), float(a.max())
-        if lo < 0 or hi > 1:
-            raise PromptError(f"{what}: a float mask holds probabilities in [0, 1] (object where "
-                              f">= 0.5), got values in [{lo:g}, {hi:g}]")
-        return a >= 0.5
-    raise PromptError(f"{what}: a mask must be bool, integer or float, got {a.dtype}")
+@dataclass
+class Cohort:
+    """The objects that start on one frame, tracked as one batch: their own `TrackingStep`
+    (its bank) and policy instance (policies keep per-object state), the frame's image
+    features shared with the other cohorts."""
+
+    start: int
+    lanes: list[int]  # the objects' indices in `FastTracker.obj_ids`
+    prompts: list[Prompt]  # on `start`, one per lane
+    corrections: dict[int, list[Prompt | None]]  # later frame -> a prompt (or None) per lane
+    policy: MemoryPolicy
+    capacity: int
+    step: TrackingStep
 
 
-def _parse_prompt(p, H: int, W: int, obj) -> Prompt:
-    if isinstance(p, torch.Tensor):
-        p = p.detach().cpu().numpy()
-    if isinstance(p, np.ndarray) and p.ndim == 2:
-        if p.shape != (H, W):
-            raise PromptError(f"object {obj!r}: mask is {p.shape[1]}x{p.shape[0]}, the video {W}x{H}")
-        m = mask_from_array(p, f"object {obj!r}")
-        if not m.any():
-            raise PromptError(f"object {obj!r}: the prompt mask is empty")
-        return Prompt("mask", mask=m)
-    if isinstance(p, (tuple, list, np.ndarray)) and len(p) == 4 and np.isscalar(p[0]):
-        x0, y0, x1, y1 = (float(v) for v in p)
-        if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
-            raise PromptError(f"object {obj!r}: box {tuple(p)} is not a box (x0 < x1, y0 < y1) "
-                              f"inside the {W}x{H} frame")
-        return Prompt("box", points=np.array([[x0, y0], [x1, y1]], np.float32),
-                      labels=np.array([2, 3], np.int32))
-    if isinstance(p, (tuple, list)) and len(p) == 2:
-        pts = np.asarray(p[0], np.float32).reshape(-1, 2)
-        lab = np.asarray(p[1], np.int32).reshape(-1)
-        if len(pts) == 0 or len(pts) != len(lab):
-            raise PromptError(f"object {obj!r}: {len(pts)} points with {len(lab)} labels")
-        if ((pts < 0) | (pts > [W, H])).any():
-            raise PromptError(f"object {obj!r}: points {pts.tolist()} lie outside the {W}x{H} frame")
-        if not np.isin(lab, (0, 1)).all():
-            raise PromptError(f"object {obj!r}: point labels must be 1 (object) or 0 (background)")
-        return Prompt("points", points=pts, labels=lab)
-    raise PromptError(f"object {obj!r}: a prompt is a bool mask [H, W], a box (x0, y0, x1, y1) "
-                      f"or (points [N, 2], labels [N]); got {type(p).__name__}")
-
-
-def _split_prompt(prompt) -> tuple[int, dict, dict]:
-    """(first prompted frame, {obj: p} on it, {later frame: {obj: p}} corrections)."""
-    if not isinstance(prompt, dict) or not prompt:
-        raise PromptError("prompt must be a non-empty dict {obj_id: mask | box | (points, labels)} "
-                          "or {frame_idx: {obj_id: ...}}")
-    if not all(isinstance(v, dict) for v in prompt.values()):
-        return 0, prompt, {}
-    frames = {int(f): v for f, v in sorted(prompt.items()) if v}
-    if not frames:
-        raise PromptError("every frame's prompt dict is empty: name at least one object")
-    first, *later = frames
-    if first < 0:
-        raise PromptError(f"prompt frame {first} is negative")
-    known = set(frames[first])
-    for f in later:
-        unknown = sorted(set(frames[f]) - known, key=str)
-        if unknown:  # an object that does not exist when tracking starts
-            raise PromptError(f"prompt for unknown object(s) {unknown} on frame {f}: every "
-                              f"object starts on the first prompted frame ({first}), where "
-                              f"the objects are {sorted(known, key=str)}")
-    return first, frames[first], {f: frames[f] for f in later}
+def _cohort_policy(agent, first: MemoryPolicy) -> MemoryPolicy:
+    """The policy of a cohort after the first: a fresh one for a policy name, else a shallow
+    copy of the first (agent files are not loaded again; `reset` makes a copy's per-object
+    state its own, which is where a `MemoryPolicy` must make it)."""
+    if isinstance(agent, str) and agent.lower() in POLICIES:
+        return make_policy(agent)
+    return copy.copy(first)
 
 
 class FastTracker:
@@ -152,13 +105,20 @@ class FastTracker:
         agent: the memory policy: "sam2" (stock rule, exactly), "samurai", "dam4sam", a
             `MemoryPolicy`, or a trained agent file: `.zip` (`sam2rl-fast train`) or
             `.onnx` (`sam2rl-fast export`), refused if trained for another layout or model.
-        model: a Meta checkpoint path, a sam2 config name (random weights), a sam2 model,
-            or None for the bundled demo model.
+        model: a Meta checkpoint path, an official Hugging Face id of SAM 2 / 2.1
+            ("facebook/sam2.1-hiera-tiny", ...: the checkpoint comes from the Hugging Face
+            cache, downloaded into it when not there; HF_HUB_OFFLINE=1 and HF_HUB_CACHE
+            apply; an existing local path of that name wins), a sam2 config name (random
+            weights), a sam2 model, or None for the bundled demo model.
         prompt: {obj_id: p} on frame 0, or {frame_idx: {obj_id: p}}; p is a bool mask [H, W],
-            a box (x0, y0, x1, y1) or (points [N, 2], labels [N]), in video pixels. Every
-            object starts on the first prompted frame; prompts on later frames correct
-            objects there (a new conditioning memory each, as stock's prompts on frames it
-            has not tracked yet).
+            a box (x0, y0, x1, y1) or (points [N, 2], labels [N]), in video pixels. An
+            object starts on the earliest frame that names it (`{0: {1: m1}, 37: {2: m2}}`:
+            object 2 appears on frame 37), with a memory of its own; before it, its mask is
+            empty (score NaN, decision -2). Objects that start together are tracked as
+            stock SAM 2 tracks them (stock cannot add one once tracking has started).
+            Prompts on an object's later frames correct it (a new conditioning memory each,
+            as stock's prompts on frames it has not tracked yet). Outputs list the objects
+            in `obj_ids` order: by start frame, then in the order that frame's dict names them.
         device: where to run (default: CUDA if available).
         capacity: memory slots per object (stock SAM 2 reads 1 prompt + 6 recent = 7).
         fast_attention: use sam2rl-fast's fused memory attention (default None: on the CPU,
@@ -190,28 +150,47 @@ class FastTracker:
         self.policy = make_policy(agent)
         self.policy.check_model(self.model)  # learned agents: trained for this kind of model?
         self.H, self.W = self.video.height, self.video.width
-        self.prompt_frame, objs, later = _split_prompt(prompt)
-        self.obj_ids = list(objs)
-        self.prompts = [_parse_prompt(objs[o], self.H, self.W, o) for o in self.obj_ids]
-        # Corrections: {frame: [Prompt | None per object]}, each a new conditioning memory.
-        self.corrections = {f: [_parse_prompt(c[o], self.H, self.W, o) if o in c else None
-                                for o in self.obj_ids] for f, c in later.items()}
-        if self.corrections and not self.policy.fixed_capacity:
+        frames, starts = split_prompt(prompt)
+        self.obj_ids = list(starts)
+        parse = lambda f, o: parse_prompt(frames[f][o], self.H, self.W, o)  # noqa: E731
+        groups = {}
+        for k, o in enumerate(self.obj_ids):
+            groups.setdefault(starts[o], []).append(k)
+        specs = []
+        for start, lanes in groups.items():
+            objs = [self.obj_ids[k] for k in lanes]
+            # Corrections: {frame: [Prompt | None per lane]}, each a new conditioning memory.
+            corr = {f: [parse(f, o) if o in c else None for o in objs]
+                    for f, c in frames.items() if f > start and any(o in c for o in objs)}
+            specs.append((start, lanes, [parse(start, o) for o in objs], corr))
+        n = self.video.num_frames
+        late = [f for f in frames if n is not None and f >= n]
+        if late:
+            what = "prompt" if late[0] in groups else "correction prompt"
+            raise PromptError(f"{what} on frame {late[0]}, the video has {n} frames "
+                              f"(frames 0..{n - 1})")
+        self.progress, self.fast_linears = progress, fast_linears
+        self.profile = self.device.type == "cpu" if profile is None else bool(profile)
+        self.memory_attention, self.attention_impl = pick_memory_attention(self.model, fast_attention)
+        self.cohorts: list[Cohort] = []
+        for start, lanes, prompts, corr in specs:
+            policy = _cohort_policy(agent, self.policy) if self.cohorts else self.policy
             # Each correction frame pins one more memory per object; the stock rule still
             # needs its 6 recent ones. (A learned agent's bank size is its layout's: there,
             # corrections take replaceable slots.)
-            capacity += len(self.corrections)
-        n = self.video.num_frames
-        if n is not None and self.prompt_frame >= n:
-            raise PromptError(f"prompt on frame {self.prompt_frame}, the video has {n} frames")
-        late = [f for f in self.corrections if n is not None and f >= n]
-        if late:
-            raise PromptError(f"correction prompt on frame {late[0]}, the video has {n} frames "
-                              f"(frames 0..{n - 1})")
-        self.capacity, self.progress, self.fast_linears = capacity, progress, fast_linears
-        self.profile = self.device.type == "cpu" if profile is None else bool(profile)
-        self.memory_attention, self.attention_impl = pick_memory_attention(self.model, fast_attention)
-        self.step = TrackingStep(self.model, self.memory_attention, capacity)
+            cap = capacity + (len(corr) if corr and not policy.fixed_capacity else 0)
+            step = TrackingStep(self.model, self.memory_attention, cap)
+            self.cohorts.append(Cohort(start, lanes, prompts, corr, policy, cap, step))
+        # The first cohort's (all objects' when they start together): as before cohorts.
+        first = self.cohorts[0]
+        self.prompt_frame, self.capacity, self.step = first.start, first.capacity, first.step
+
+    def bank_of(self, obj) -> tuple[MemoryBank, int]:
+        """(the memory bank of object `obj`, its lane there), once tracking has started.
+        `self.bank` is the first cohort's: every object's when they start together."""
+        k = self.obj_ids.index(obj)
+        c = next(c for c in self.cohorts if k in c.lanes)
+        return c.step.bank, c.lanes.index(k)
 
     # ------------------------------------------------------------------ public API
     def __iter__(self) -> Iterator[TrackedFrame]:
@@ -242,11 +221,10 @@ class FastTracker:
     # ------------------------------------------------------------------ the per-frame path
     @torch.inference_mode()
     def _track(self, include_untracked: bool = False) -> Iterator[TrackedFrame]:
-        B = len(self.obj_ids)
-        step = self.step
-        step.reset(B, extra_cond=len(self.corrections))
-        self.bank = step.bank
-        self.policy.reset(B, self.capacity, step.stock)
+        for c in self.cohorts:
+            c.step.reset(len(c.lanes), extra_cond=len(c.corrections))
+            c.policy.reset(len(c.lanes), c.capacity, c.step.stock)
+        self.bank = self.step.bank
         T = self.video.num_frames
         bar = None
         if self.progress:
@@ -261,24 +239,17 @@ class FastTracker:
                 f = -1
                 for f, frame in enumerate(self.video):
                     decode_ms = (time.perf_counter() - t_prev) * 1e3
-                    if f < self.prompt_frame:
+                    active = [c for c in self.cohorts if c.start <= f]
+                    if not active:
                         if include_untracked:
-                            yield TrackedFrame(f, np.zeros((B, self.H, self.W), bool), np.full(B, np.nan),
-                                               np.full(B, np.nan), np.full(B, -2))
+                            yield self._output(f, [])
                         t_prev = time.perf_counter()
                         continue
                     t_frame = time.perf_counter()
                     timings = {"decode": decode_ms}
                     tm = timings if self.profile else None  # None: stages are not timed
-                    feats = step.expand(step.encode_image(frame, tm), B)
-                    if f == self.prompt_frame:
-                        _, low, score, iou, slots = step.prompt(f, feats, self.prompts, (self.H, self.W),
-                                                                T, tm)
-                        out = self._output(f, low, score, iou, slots)
-                    elif f in self.corrections:
-                        out = self._correction_step(f, feats, T, tm, self.corrections[f])
-                    else:
-                        out = self._track_step(f, feats, T, tm)
+                    feats = self.step.encode_image(frame, tm)  # once for every cohort
+                    out = self._output(f, [(c, self._cohort_step(c, f, feats, T, tm)) for c in active])
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     if not self.profile:
@@ -292,7 +263,7 @@ class FastTracker:
                     yield out
             # a stream (no length known up front) that ended before a prompted frame
             seen = f + 1
-            missed = [g for g in (self.prompt_frame, *self.corrections) if g >= seen]
+            missed = sorted(g for c in self.cohorts for g in (c.start, *c.corrections) if g >= seen)
             if missed:
                 raise PromptError(f"{self.video.name} ended after {seen} frame(s), before the "
                                   f"prompt on frame {missed[0]}")
@@ -300,10 +271,19 @@ class FastTracker:
             if bar is not None:
                 bar.close()
 
-    def _decide(self, f, feats, T, tm, fixed=frozenset()):
+    def _cohort_step(self, c: Cohort, f, feats, T, tm):
+        """(low-res logits, scores, IoUs, slots) of the cohort's objects on frame f."""
+        feats = c.step.expand(feats, len(c.lanes))
+        if f == c.start:
+            return c.step.prompt(f, feats, c.prompts, (self.H, self.W), T, tm)[1:]
+        if f in c.corrections:
+            return self._correction_step(c, f, feats, T, tm, c.corrections[f])
+        return self._track_step(c, f, feats, T, tm)
+
+    def _decide(self, c: Cohort, f, feats, T, tm, fixed=frozenset()):
         """The frame's step and the policy's slots (-1 for lanes in `fixed`, which a
         correction prompt stores instead)."""
-        step, policy = self.step, self.policy
+        step, policy = c.step, c.policy
         fs = step.advance(f, feats, policy.read_rule, T, choose=policy.choose_mask,
                           observe=policy.needs_observation, motion=policy.motion_scores, tm=tm)
         with step.timed(tm, "policy"):
@@ -311,28 +291,36 @@ class FastTracker:
             step.store(f, fs.head, fs.mem, slots, observed=fs.obs is not None, skip_pointers=fixed)
         return fs, slots
 
-    def _track_step(self, f, feats, T, tm) -> TrackedFrame:
-        fs, slots = self._decide(f, feats, T, tm)
+    def _track_step(self, c: Cohort, f, feats, T, tm):
+        fs, slots = self._decide(c, f, feats, T, tm)
         head = fs.head
-        return self._output(f, head.low_res_masks, head.object_score_logits.reshape(-1),
-                            head.chosen_iou, np.asarray(slots))
+        return head.low_res_masks, head.object_score_logits.reshape(-1), head.chosen_iou, np.asarray(slots)
 
-    def _correction_step(self, f, feats, T, tm, prompts) -> TrackedFrame:
+    def _correction_step(self, c: Cohort, f, feats, T, tm, prompts):
         """A frame with corrections: prompted objects get their prompt's output and a new
         conditioning memory (as stock's add_new_mask / add_new_points_or_box on a frame it
-        has not tracked yet, then propagating on); the others are tracked as usual."""
+        has not tracked yet); the others are tracked as usual."""
         fixed = frozenset(b for b, p in enumerate(prompts) if p is not None)
-        fs, slots = self._decide(f, feats, T, tm, fixed)
+        fs, slots = self._decide(c, f, feats, T, tm, fixed)
         head = fs.head
-        lanes, low, score, iou, cslots = self.step.prompt(f, feats, prompts, (self.H, self.W), T, tm)
+        lanes, low, score, iou, cslots = c.step.prompt(f, feats, prompts, (self.H, self.W), T, tm)
         idx = torch.tensor(lanes, device=low.device)
         out_low = head.low_res_masks.float().index_copy(0, idx, low.float())
         out_score = head.object_score_logits.reshape(-1).float().index_copy(0, idx, score.float())
         out_iou = head.chosen_iou.float().index_copy(0, idx, iou.float())
         slots = np.asarray(slots)
         slots[lanes] = cslots
-        return self._output(f, out_low, out_score, out_iou, slots)
+        return out_low, out_score, out_iou, slots
 
-    def _output(self, f, low, score, iou, slots) -> TrackedFrame:
-        return TrackedFrame(f, video_masks(low, (self.H, self.W)), score.float().cpu().numpy(),
-                            iou.float().cpu().numpy(), slots.astype(np.int64))
+    def _output(self, f, parts) -> TrackedFrame:
+        """Frame f of every object from [(cohort, (low, score, iou, slots))] of the cohorts
+        that have started; the others' objects get an empty mask, NaN and decision -2."""
+        B = len(self.obj_ids)
+        out = TrackedFrame(f, np.zeros((B, self.H, self.W), bool), np.full(B, np.nan, np.float32),
+                           np.full(B, np.nan, np.float32), np.full(B, -2, np.int64))
+        for c, (low, score, iou, slots) in parts:
+            out.masks[c.lanes] = video_masks(low, (self.H, self.W))
+            out.scores[c.lanes] = score.float().cpu().numpy()
+            out.ious[c.lanes] = iou.float().cpu().numpy()
+            out.decisions[c.lanes] = slots.astype(np.int64)
+        return out

@@ -180,11 +180,7 @@ def open_video(video) -> VideoSource:
         if not path.exists():
             raise VideoError(f"video not found: {path}")
         if path.is_dir():
-            paths = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTS),
-                           key=_natural_key)
-            if not paths:
-                raise VideoError(f"{path} holds no {'/'.join(FRAME_EXTS)} frames")
-            return VideoSource(_LazyIterable(_folder_frames, paths), len(paths), str(path))
+            return open_frames(frame_paths(path), str(path))
         n = _probe_num_frames(path)
         return VideoSource(_LazyIterable(_file_frames, path), n, str(path))
     if isinstance(video, torch.Tensor):
@@ -200,6 +196,20 @@ def open_video(video) -> VideoSource:
         return VideoSource(video, len(video) if hasattr(video, "__len__") else None, "stream")
     raise VideoError(f"unsupported video type {type(video).__name__}: pass a path, a folder, "
                      "an array [T, H, W, 3] or an iterable of frames")
+
+
+def frame_paths(folder: Path) -> list[Path]:
+    """The JPEG/PNG frames of a folder in natural order (frame2 before frame10)."""
+    paths = sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in FRAME_EXTS),
+                   key=_natural_key)
+    if not paths:
+        raise VideoError(f"{folder} holds no {'/'.join(FRAME_EXTS)} frames")
+    return paths
+
+
+def open_frames(paths: list[Path], name: str) -> VideoSource:
+    """A `VideoSource` decoding the given image files one at a time, in this order."""
+    return VideoSource(_LazyIterable(_folder_frames, list(paths)), len(paths), name)
 
 
 class _LazyIterable:

@@ -224,3 +224,30 @@ def test_train_on_a_dataset_folder(tmp_path):
     assert main(["eval", "--dataset", str(root), "--agent", "sam2", "--agent",
                  str(out / "occlusion-2.zip"), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
     assert (tmp_path / "ev" / "occlusion-2.zip" / "global_results-all.csv").is_file()
+
+
+def test_headroom_script_on_a_dataset_folder(tmp_path, capsys):
+    import headroom  # train/headroom.py (tests/conftest.py puts train/ on the path)
+
+    root = write_davis(generate_video("occlusion", 2, num_frames=8, height=96, width=96), tmp_path / "d")
+    assert headroom.main(["--dataset", str(root), "--samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "occlusion-2" in out and f"{root}: mean stock J" in out
+    with pytest.raises(SystemExit):
+        headroom.main(["--dataset", str(tmp_path / "nope")])
+    assert "dataset folder not found" in capsys.readouterr().err
+
+
+def test_only_prompt_frames_annotated_scores_nothing_but_says_so(tmp_path):
+    """DAVIS test-dev style: the first frame alone is annotated; masks are written, scores are NaN."""
+    from sam2rl_fast.eval.dataset_eval import evaluate_dataset
+
+    v = _videos()[1]
+    root = write_davis(v, tmp_path / "d", annotate_every=T)
+    logs = []
+    runs = evaluate_dataset(open_dataset(root), ["sam2"], None, tmp_path / "o", progress=False,
+                            log=logs.append)
+    assert runs["sam2"][0].objects[0].frames == []
+    assert len(list((tmp_path / "o" / "sam2" / v.name).glob("*.png"))) == T
+    assert any("no annotated frame to score" in line for line in logs)
+    assert _read_csv(tmp_path / "o" / "sam2" / "global_results-all.csv")[1][0] == "nan"

@@ -166,6 +166,10 @@ def evaluate_dataset(dataset: Dataset, agents, model, out: Path | None = None, *
     finally:
         if bar is not None:
             bar.close()
+    unscored = sorted({o.sequence for rs in runs.values() for r in rs for o in r.objects if not o.frames})
+    if unscored:
+        log(f"{len(unscored)} object(s) have no annotated frame to score (beyond the prompt and the "
+            f"first and last frames), e.g. {unscored[:3]}: their masks are written, their scores are NaN")
     if out is not None:
         for name, rs in runs.items():
             write_toolkit_csvs(rs, out / name, dataset.split or "all")
@@ -176,7 +180,12 @@ def evaluate_dataset(dataset: Dataset, agents, model, out: Path | None = None, *
 def global_row(runs: list[VideoRun]) -> dict:
     """The toolkit's global means (over every object of every video)."""
     stats = [o.stats() for r in runs for o in r.objects]
-    row = {k: float(np.nanmean([s[k] for s in stats])) for k in GLOBAL_COLUMNS[1:]}
+
+    def mean(xs):
+        xs = np.array(xs, np.float64)
+        return float(np.nanmean(xs)) if np.isfinite(xs).any() else float("nan")
+
+    row = {k: mean([s[k] for s in stats]) for k in GLOBAL_COLUMNS[1:]}
     return {"J&F-Mean": (row["J-Mean"] + row["F-Mean"]) / 2, **row}
 
 

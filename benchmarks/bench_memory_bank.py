@@ -3,7 +3,10 @@
 Stock sam2 builds memory attention's inputs each frame by flattening, permuting and
 concatenating the stored bf16 maps (and adding the temporal encodings) frame by frame;
 `memory_gather` writes the same [M, B, 64] sequences in one pass. Both are memory-bound,
-so we report GB/s (bytes read once + written once) and the speed-up.
+so we report GB/s (bytes read once + written once) and the speed-up. The `varlen` row
+(B >= 2) is a ragged frame, half the objects reading 3 memories and 8 pointers: one
+`memory_gather_varlen` against the path it replaced (per group of equal counts, a copy
+of the group's bank rows, then `memory_gather`).
 
     python benchmarks/bench_memory_bank.py [--device cuda] [--sizes 256 512 1024]
 """
@@ -19,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._timing import median_time  # noqa: E402
-from sam2rl_fast.ops import memory_append, memory_gather  # noqa: E402
+from sam2rl_fast.ops import memory_append, memory_gather, memory_gather_varlen  # noqa: E402
 from tests.helpers import random_bank_inputs  # noqa: E402
 
 
@@ -40,6 +43,42 @@ def stock_concat(maps, spos_map, tpos, tslots, obj_ptrs, obj_pos):
     to_cat.append(ptrs)
     to_cat_pos.append(obj_pos.repeat_interleave(D // C, dim=0))
     return torch.cat(to_cat, 0), torch.cat(to_cat_pos, 0)
+
+
+def ragged_row(bank, spos, tpos, ptrs, ptr_pos, size, dev, reps):
+    """Objects 0, 2, ... read 7 memories and 16 pointers, objects 1, 3, ... 3 and 8."""
+    B, C = bank.shape[0], bank.shape[3]
+    counts = [(7, 16) if b % 2 == 0 else (3, 8) for b in range(B)]
+    groups = [list(range(0, B, 2)), list(range(1, B, 2))]
+    order = groups[0] + groups[1]
+    sel = {b: (torch.arange(n), torch.arange(n).flip(0), torch.arange(p)) for b, (n, p) in enumerate(counts)}
+    pos = {b: ptr_pos[0, :p] for b, (_, p) in enumerate(counts)}
+    cat = lambda i: torch.cat([sel[b][i] for b in order]).to(dev)  # noqa: E731
+    cu = lambda i: torch.tensor([0] + [counts[b][i] for b in order]).cumsum(0).to(dev)  # noqa: E731
+    packed = (cat(0), cat(1), cu(0), ptrs, cat(2), torch.cat([pos[b] for b in order]), cu(1))
+    objects = torch.tensor(order, device=dev)
+    ours = lambda: memory_gather_varlen(bank, spos, tpos, *packed, objects=objects, validate=False)  # noqa: E731
+
+    def grouped():  # the replaced path: MemoryBank.subset (a copy) + memory_gather per group
+        outs = []
+        for objs in groups:
+            idx = torch.tensor(objs, device=dev)
+            st = lambda i: torch.stack([sel[b][i] for b in objs]).to(dev)  # noqa: E731
+            outs.append(memory_gather(bank[idx], spos, tpos, st(0), st(1), ptrs[idx], st(2),
+                                      torch.stack([pos[b] for b in objs]), validate=False))
+        return outs
+
+    m_o, _, cu_rows = ours()
+    rows = cu_rows.tolist()
+    for g, (m_g, _, _) in zip(groups, grouped()):
+        k0 = order.index(g[0])
+        block = m_o[rows[k0]:rows[k0 + len(g)]].view(len(g), -1, C).transpose(0, 1)
+        assert torch.equal(block, m_g), "varlen gather differs from the grouped gathers"
+    t_o, t_s = median_time(ours, dev, reps), median_time(grouped, dev, reps)
+    M = m_o.shape[0]
+    nbytes = M * C * (2 + 4 + 4)  # read bf16 once, write fp32 memory and memory_pos
+    print(f"{'varlen':<8}{size:>6}{B:>4}{M:>8}{t_s * 1e3:>11.3f}{t_o * 1e3:>10.3f}"
+          f"{nbytes / t_o / 1e9:>8.1f}{t_s / t_o:>9.2f}x")
 
 
 def main():
@@ -81,6 +120,8 @@ def main():
             nbytes = bank.numel() * 2 + spos.numel() * 4 + M * B * C * (4 + 4)
             print(f"{'gather':<8}{size:>6}{B:>4}{M:>8}{t_s * 1e3:>11.3f}{t_o * 1e3:>10.3f}"
                   f"{nbytes / t_o / 1e9:>8.1f}{t_s / t_o:>9.2f}x")
+            if B >= 2:
+                ragged_row(bank, spos, tpos, ptrs, ptr_pos, size, dev, args.reps)
             # append: stock = in-place no-obj add + .to(bf16) (kept [B, C, H, W]).
             mem = torch.randn(B, C, side, side, device=dev)
             score = torch.randn(B, device=dev)

@@ -14,6 +14,16 @@ TORCH_LIBRARY(sam2rl_fast, m) {
   m.def("memory_gather(Tensor bank, Tensor spatial_pos, Tensor temporal_pos, Tensor slots, "
         "Tensor tslots, Tensor ptrs, Tensor ptr_idx, Tensor ptr_pos, ScalarType out_dtype) "
         "-> (Tensor memory, Tensor memory_pos)");
+  // The same rows for objects whose selections differ in size, packed without padding
+  // (flash-attention's cu_seqlens pattern): sequence l reads bank row objects[l] (l itself
+  // when objects is None), memories slots[cu_mems[l]:cu_mems[l+1]] and pointers
+  // ptr_idx[cu_ptrs[l]:cu_ptrs[l+1]]; its rows [cu_seqlens[l], cu_seqlens[l+1]) of the
+  // packed [total_M, C] outputs are what memory_gather gives that object alone.
+  // total_M = len(slots) * HW + len(ptr_idx) * (D / C): a static size.
+  m.def("memory_gather_varlen(Tensor bank, Tensor spatial_pos, Tensor temporal_pos, "
+        "Tensor? objects, Tensor slots, Tensor tslots, Tensor cu_mems, Tensor ptrs, "
+        "Tensor ptr_idx, Tensor ptr_pos, Tensor cu_ptrs, ScalarType out_dtype) "
+        "-> (Tensor memory, Tensor memory_pos, Tensor cu_seqlens)");
   // Fused single-head RoPE attention (sam2 memory attention's core): q [B, Nq, D] and
   // k [B, M, D] unrotated, rotated on the fly (keys tiled over memory frames, the last
   // num_k_exclude_rope keys unrotated), v [B, M, Dv]. Returns out [B, Nq, Dv] and the

@@ -78,6 +78,43 @@ def test_batched_gather_equals_per_object_gathers():
         assert torch.equal(memory[:, b:b + 1], m_b) and torch.equal(pos[:, b:b + 1], p_b)
 
 
+@pytest.mark.parametrize("objects", [None, [2, 0, 1], [1, 1]])
+def test_gather_varlen_equals_per_object_gathers(objects):
+    B = 3
+    bank = MemoryBank(B, 16, dtype=torch.float32)
+    track(bank, StockMemoryRule(), range(10))
+    enc = encodings()
+    sel = StockMemoryRule().select(bank, 10)
+    sel.slots[1], sel.tslots[1] = sel.slots[1][:3], sel.tslots[1][:3]  # ragged: 3 memories
+    sel.ptr_slots[2], sel.ptr_dists[2] = sel.ptr_slots[2][:5], sel.ptr_dists[2][:5]  # 5 pointers
+    memory, pos, cu = bank.gather_varlen(sel, enc, objects)
+    objs = list(range(B)) if objects is None else objects
+    assert len(cu) == len(objs) + 1 and cu[-1] == memory.shape[0] == pos.shape[0]
+    for lane, b in enumerate(objs):
+        one = MemoryBank(1, 16, dtype=torch.float32)
+        one.feats.copy_(bank.feats[b:b + 1])
+        one.ptrs.copy_(bank.ptrs[b:b + 1])
+        sel_b = MemorySelection(sel.slots[b:b + 1], sel.tslots[b:b + 1], sel.ptr_slots[b:b + 1],
+                                sel.ptr_dists[b:b + 1], sel.max_ptrs)
+        m_b, p_b, _ = one.gather(sel_b, enc)
+        assert torch.equal(memory[cu[lane]:cu[lane + 1]], m_b[:, 0])
+        assert torch.equal(pos[cu[lane]:cu[lane + 1]], p_b[:, 0])
+
+
+def test_gather_varlen_bad_input():
+    bank = MemoryBank(2, 16)
+    track(bank, StockMemoryRule(), range(3))
+    sel = StockMemoryRule().select(bank, 3)
+    with pytest.raises(IndexError, match=r"objects \[0, 2\] outside \[0, 1\]"):
+        bank.gather_varlen(sel, encodings(), [0, 2])
+    sel.tslots[0] = sel.tslots[0][:-1]
+    with pytest.raises(ValueError, match="object 0 has 3 slots and 2 tslots"):
+        bank.gather_varlen(sel, encodings())
+    sel.tslots[0], sel.slots[1] = sel.tslots[0] + [0], [0, 1, 7]
+    with pytest.raises(IndexError, match=r"slots \[.*7\] outside \[0, 6\]"):
+        bank.gather_varlen(sel, encodings())
+
+
 def test_full_bank_is_a_clear_error():
     bank = MemoryBank(1, 16, capacity=2)
     rule = StockMemoryRule()

@@ -11,6 +11,14 @@
 //   ptrs         [B, R, D]       object-pointer store
 //   ptr_idx      [B, P] int64    pointers to gather, in order
 //   ptr_pos      [B, P, C]       their positional encodings
+// The variable-length gather packs L sequences (flash-attention's cu_seqlens pattern):
+//   objects      [L] int64 or None  bank row of each sequence (None: L = B, row l = object l)
+//   slots/tslots [Nt] int64      every sequence's memories, packed
+//   cu_mems      [L + 1]         int32 or int64 offsets into slots: 0, ..., Nt
+//   ptr_idx      [Pt] int64      every sequence's pointers, packed
+//   ptr_pos      [Pt, C]         their positional encodings
+//   cu_ptrs      [L + 1]         offsets into ptr_idx (dtype of cu_mems): 0, ..., Pt
+//   memory/memory_pos [Nt * HW + Pt * D / C, C], cu_seqlens [L + 1] (their row offsets)
 #include <ATen/core/Tensor.h>
 
 namespace sam2rl_fast {
@@ -24,6 +32,13 @@ void check_gather_args(const at::Tensor& bank, const at::Tensor& spatial_pos,
                        const at::Tensor& tslots, const at::Tensor& ptrs,
                        const at::Tensor& ptr_idx, const at::Tensor& ptr_pos,
                        at::ScalarType out_dtype);
+void check_gather_varlen_args(const at::Tensor& bank, const at::Tensor& spatial_pos,
+                              const at::Tensor& temporal_pos,
+                              const std::optional<at::Tensor>& objects, const at::Tensor& slots,
+                              const at::Tensor& tslots, const at::Tensor& cu_mems,
+                              const at::Tensor& ptrs, const at::Tensor& ptr_idx,
+                              const at::Tensor& ptr_pos, const at::Tensor& cu_ptrs,
+                              at::ScalarType out_dtype);
 
 }  // namespace memory_bank
 }  // namespace sam2rl_fast

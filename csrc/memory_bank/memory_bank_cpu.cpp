@@ -4,6 +4,8 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <limits>
+
 #include "common/format.h"
 #include "memory_bank/memory_bank.h"
 #include "memory_bank/memory_bank_math.h"
@@ -39,6 +41,21 @@ void check_range_cpu(const at::Tensor& idx, int64_t size, const char* name, bool
               num(allow_skip ? -1 : 0), ", ", num(size - 1), "]");
 }
 
+// Offsets of packed sequences: 0 first, never decreasing, `total` (the packed length) last.
+void check_offsets_cpu(const at::Tensor& cu_in, int64_t total, const char* name,
+                       const char* packed) {
+  const auto cu = cu_in.to(at::kLong).contiguous();
+  const int64_t* v = cu.const_data_ptr<int64_t>();
+  const int64_t n = cu.numel();
+  TORCH_CHECK(v[0] == 0, "sam2rl_fast: ", name, " must start at 0, got ", num(v[0]));
+  for (int64_t l = 1; l < n; ++l) {
+    TORCH_CHECK(v[l] >= v[l - 1], "sam2rl_fast: ", name, " must be non-decreasing, got ", name, "[",
+                num(l), "] = ", num(v[l]), " < ", name, "[", num(l - 1), "] = ", num(v[l - 1]));
+  }
+  TORCH_CHECK(v[n - 1] == total, "sam2rl_fast: ", name, " must end at len(", packed, ") = ",
+              num(total), ", got ", num(v[n - 1]));
+}
+
 }  // namespace
 
 void check_append_args(const at::Tensor& bank, const at::Tensor& mem, const at::Tensor& slots,
@@ -72,11 +89,12 @@ void check_append_args(const at::Tensor& bank, const at::Tensor& mem, const at::
   }
 }
 
-void check_gather_args(const at::Tensor& bank, const at::Tensor& spatial_pos,
-                       const at::Tensor& temporal_pos, const at::Tensor& slots,
-                       const at::Tensor& tslots, const at::Tensor& ptrs,
-                       const at::Tensor& ptr_idx, const at::Tensor& ptr_pos,
-                       at::ScalarType out_dtype) {
+namespace {
+
+// What both gathers check of the bank, the encodings and the pointer store.
+void check_bank_pos_ptrs(const at::Tensor& bank, const at::Tensor& spatial_pos,
+                         const at::Tensor& temporal_pos, const at::Tensor& ptrs,
+                         const at::Tensor& ptr_pos, at::ScalarType out_dtype) {
   TORCH_CHECK(bank.dim() == 4, "sam2rl_fast: bank must be [B, S, HW, C], got shape ", shape(bank));
   TORCH_CHECK(is_float_type(bank.scalar_type()), "sam2rl_fast: bank dtype must be float32, "
               "bfloat16 or float16, got ", bank.scalar_type());
@@ -92,6 +110,23 @@ void check_gather_args(const at::Tensor& bank, const at::Tensor& spatial_pos,
     TORCH_CHECK(t->scalar_type() == at::kFloat, "sam2rl_fast: positional encodings must be "
                 "float32 (as sam2 computes them), got ", t->scalar_type());
   }
+  TORCH_CHECK(ptrs.dim() == 3 && ptrs.size(0) == B, "sam2rl_fast: ptrs must be [B, R, D] with B = ",
+              num(B), ", got ", shape(ptrs));
+  TORCH_CHECK(is_float_type(ptrs.scalar_type()), "sam2rl_fast: ptrs dtype must be floating, got ",
+              ptrs.scalar_type());
+  TORCH_CHECK(ptrs.size(2) % C == 0, "sam2rl_fast: pointer dim ", num(ptrs.size(2)),
+              " must be a multiple of mem_dim ", num(C));
+}
+
+}  // namespace
+
+void check_gather_args(const at::Tensor& bank, const at::Tensor& spatial_pos,
+                       const at::Tensor& temporal_pos, const at::Tensor& slots,
+                       const at::Tensor& tslots, const at::Tensor& ptrs,
+                       const at::Tensor& ptr_idx, const at::Tensor& ptr_pos,
+                       at::ScalarType out_dtype) {
+  check_bank_pos_ptrs(bank, spatial_pos, temporal_pos, ptrs, ptr_pos, out_dtype);
+  const int64_t B = bank.size(0), C = bank.size(3);
   check_index(slots, "slots");
   check_index(tslots, "tslots");
   check_index(ptr_idx, "ptr_idx");
@@ -99,12 +134,6 @@ void check_gather_args(const at::Tensor& bank, const at::Tensor& spatial_pos,
               num(B), ", got ", shape(slots));
   TORCH_CHECK(shape(tslots) == shape(slots), "sam2rl_fast: tslots must have the shape of slots ",
               shape(slots), ", got ", shape(tslots));
-  TORCH_CHECK(ptrs.dim() == 3 && ptrs.size(0) == B, "sam2rl_fast: ptrs must be [B, R, D] with B = ",
-              num(B), ", got ", shape(ptrs));
-  TORCH_CHECK(is_float_type(ptrs.scalar_type()), "sam2rl_fast: ptrs dtype must be floating, got ",
-              ptrs.scalar_type());
-  TORCH_CHECK(ptrs.size(2) % C == 0, "sam2rl_fast: pointer dim ", num(ptrs.size(2)),
-              " must be a multiple of mem_dim ", num(C));
   TORCH_CHECK(ptr_idx.dim() == 2 && ptr_idx.size(0) == B, "sam2rl_fast: ptr_idx must be [B, P] "
               "with B = ", num(B), ", got ", shape(ptr_idx));
   TORCH_CHECK(ptr_pos.dim() == 3 && ptr_pos.size(0) == B && ptr_pos.size(1) == ptr_idx.size(1) &&
@@ -114,6 +143,58 @@ void check_gather_args(const at::Tensor& bank, const at::Tensor& spatial_pos,
   for (const auto& [t, name] : {std::pair{&spatial_pos, "spatial_pos"}, {&temporal_pos, "temporal_pos"},
                                 {&slots, "slots"}, {&tslots, "tslots"}, {&ptrs, "ptrs"},
                                 {&ptr_idx, "ptr_idx"}, {&ptr_pos, "ptr_pos"}}) {
+    check_same_device(bank, *t, name);
+  }
+}
+
+void check_gather_varlen_args(const at::Tensor& bank, const at::Tensor& spatial_pos,
+                              const at::Tensor& temporal_pos,
+                              const std::optional<at::Tensor>& objects, const at::Tensor& slots,
+                              const at::Tensor& tslots, const at::Tensor& cu_mems,
+                              const at::Tensor& ptrs, const at::Tensor& ptr_idx,
+                              const at::Tensor& ptr_pos, const at::Tensor& cu_ptrs,
+                              at::ScalarType out_dtype) {
+  check_bank_pos_ptrs(bank, spatial_pos, temporal_pos, ptrs, ptr_pos, out_dtype);
+  const int64_t B = bank.size(0), HW = bank.size(2), C = bank.size(3);
+  int64_t L = B;
+  if (objects.has_value()) {
+    check_index(*objects, "objects");
+    TORCH_CHECK(objects->dim() == 1, "sam2rl_fast: objects must be [L] (the bank row of each "
+                "sequence), got ", shape(*objects));
+    L = objects->size(0);
+    check_same_device(bank, *objects, "objects");
+  }
+  check_index(slots, "slots");
+  check_index(tslots, "tslots");
+  check_index(ptr_idx, "ptr_idx");
+  TORCH_CHECK(slots.dim() == 1, "sam2rl_fast: slots must be [Nt] (every sequence's memories, "
+              "packed), got ", shape(slots));
+  TORCH_CHECK(shape(tslots) == shape(slots), "sam2rl_fast: tslots must have the shape of slots ",
+              shape(slots), ", got ", shape(tslots));
+  TORCH_CHECK(ptr_idx.dim() == 1, "sam2rl_fast: ptr_idx must be [Pt] (every sequence's pointers, "
+              "packed), got ", shape(ptr_idx));
+  TORCH_CHECK(ptr_pos.dim() == 2 && ptr_pos.size(0) == ptr_idx.size(0) && ptr_pos.size(1) == C,
+              "sam2rl_fast: ptr_pos must be [Pt, C] = [", num(ptr_idx.size(0)), ", ", num(C),
+              "], got ", shape(ptr_pos));
+  const auto cu_type = cu_mems.scalar_type();
+  TORCH_CHECK(cu_type == at::kInt || cu_type == at::kLong, "sam2rl_fast: cu_mems must be int32 "
+              "or int64, got ", cu_type);
+  TORCH_CHECK(cu_ptrs.scalar_type() == cu_type, "sam2rl_fast: cu_ptrs must have the dtype of "
+              "cu_mems (", cu_type, "), got ", cu_ptrs.scalar_type());
+  for (const auto& [t, name] : {std::pair{&cu_mems, "cu_mems"}, {&cu_ptrs, "cu_ptrs"}}) {
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == L + 1, "sam2rl_fast: ", name, " must be [L + 1] = [",
+                num(L + 1), "] (L = ", objects.has_value() ? "len(objects)" : "B without objects",
+                "), got ", shape(*t));
+  }
+  TORCH_CHECK(L > 0 || (slots.size(0) == 0 && ptr_idx.size(0) == 0), "sam2rl_fast: no sequences "
+              "(L = 0) but ", num(slots.size(0)), " memories and ", num(ptr_idx.size(0)), " pointers");
+  const int64_t rows = gather_num_rows(HW, slots.size(0), ptr_idx.size(0), ptrs.size(2) / C);
+  TORCH_CHECK(cu_type == at::kLong || rows <= std::numeric_limits<int32_t>::max(),
+              "sam2rl_fast: ", num(rows), " packed rows overflow int32 offsets: pass int64 cu_mems");
+  for (const auto& [t, name] : {std::pair{&spatial_pos, "spatial_pos"}, {&temporal_pos, "temporal_pos"},
+                                {&slots, "slots"}, {&tslots, "tslots"}, {&cu_mems, "cu_mems"},
+                                {&ptrs, "ptrs"}, {&ptr_idx, "ptr_idx"}, {&ptr_pos, "ptr_pos"},
+                                {&cu_ptrs, "cu_ptrs"}}) {
     check_same_device(bank, *t, name);
   }
 }
@@ -251,11 +332,100 @@ std::tuple<at::Tensor, at::Tensor> memory_gather_cpu(
   return {memory, memory_pos};
 }
 
+template <typename bank_t, typename out_t, typename idx_t>
+void gather_varlen_kernel_cpu(const bank_t* bank, const float* spos, const float* tpos,
+                              const int64_t* objects, const int64_t* slots, const int64_t* tslots,
+                              const idx_t* cu_mems, const out_t* ptrs, const int64_t* ptr_idx,
+                              const float* ptr_pos, const idx_t* cu_ptrs, const idx_t* cu_seqlens,
+                              out_t* memory, float* memory_pos, int64_t L, int64_t S, int64_t HW,
+                              int64_t C, int64_t R, int64_t D, int64_t rows) {
+  const int64_t split = D / C;
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t seq = varlen_find_sequence(cu_seqlens, L, row);
+      const VarlenSource src = varlen_row_source(row, seq, cu_mems, cu_ptrs, HW, split);
+      const int64_t b = objects ? objects[seq] : seq;  // offsets and indices checked up front
+      out_t* dst = memory + row * C;
+      float* pdst = memory_pos + row * C;
+      if (src.spatial) {
+        const bank_t* m = bank + ((b * S + slots[src.index]) * HW + src.offset) * C;
+        const float* sp = spos + src.offset * C;
+        const float* tp = tpos + tslots[src.index] * C;
+        for (int64_t c = 0; c < C; ++c) {
+          dst[c] = static_cast<out_t>(static_cast<float>(m[c]));
+          pdst[c] = sp[c] + tp[c];
+        }
+      } else {
+        const out_t* m = ptrs + (b * R + ptr_idx[src.index]) * D + src.offset * C;
+        const float* pp = ptr_pos + src.index * C;
+        for (int64_t c = 0; c < C; ++c) {
+          dst[c] = m[c];
+          pdst[c] = pp[c];
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> memory_gather_varlen_cpu(
+    const at::Tensor& bank_in, const at::Tensor& spos_in, const at::Tensor& tpos_in,
+    const std::optional<at::Tensor>& objects_in, const at::Tensor& slots_in,
+    const at::Tensor& tslots_in, const at::Tensor& cu_mems_in, const at::Tensor& ptrs_in,
+    const at::Tensor& ptr_idx_in, const at::Tensor& ptr_pos_in, const at::Tensor& cu_ptrs_in,
+    at::ScalarType out_dtype) {
+  check_gather_varlen_args(bank_in, spos_in, tpos_in, objects_in, slots_in, tslots_in, cu_mems_in,
+                           ptrs_in, ptr_idx_in, ptr_pos_in, cu_ptrs_in, out_dtype);
+  const int64_t B = bank_in.size(0), S = bank_in.size(1), HW = bank_in.size(2), C = bank_in.size(3);
+  const int64_t R = ptrs_in.size(1), D = ptrs_in.size(2), L = cu_mems_in.size(0) - 1;
+  const int64_t Nt = slots_in.size(0), Pt = ptr_idx_in.size(0);
+  if (objects_in.has_value()) check_range_cpu(*objects_in, B, "objects", false);
+  check_range_cpu(slots_in, S, "slots", false);
+  check_range_cpu(tslots_in, tpos_in.size(0), "tslots", false);
+  check_range_cpu(ptr_idx_in, R, "ptr_idx", false);
+  check_offsets_cpu(cu_mems_in, Nt, "cu_mems", "slots");
+  check_offsets_cpu(cu_ptrs_in, Pt, "cu_ptrs", "ptr_idx");
+  const auto bank = bank_in.contiguous();
+  const auto spos = spos_in.contiguous();
+  const auto tpos = tpos_in.contiguous();
+  at::Tensor objects;
+  if (objects_in.has_value()) objects = objects_in->contiguous();
+  const auto slots = slots_in.contiguous();
+  const auto tslots = tslots_in.contiguous();
+  const auto cu_mems = cu_mems_in.contiguous();
+  const auto ptrs = ptrs_in.to(out_dtype).contiguous();  // [B, R, D]: a few KiB
+  const auto ptr_idx = ptr_idx_in.contiguous();
+  const auto ptr_pos = ptr_pos_in.contiguous();
+  const auto cu_ptrs = cu_ptrs_in.contiguous();
+  const int64_t split = D / C;
+  const auto cu_seqlens = cu_mems.mul(HW).add_(cu_ptrs.mul(split));  // [L + 1], dtype of cu_mems
+  const int64_t M = gather_num_rows(HW, Nt, Pt, split);
+  auto memory = at::empty({M, C}, bank.options().dtype(out_dtype));
+  auto memory_pos = at::empty({M, C}, spos.options());
+  AT_DISPATCH_INDEX_TYPES(cu_mems.scalar_type(), "memory_gather_varlen_idx", [&] {
+    using idx_t = index_t;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, bank.scalar_type(), "memory_gather_varlen_bank", [&] {
+      using bank_t = scalar_t;
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out_dtype, "memory_gather_varlen_out", [&] {
+        gather_varlen_kernel_cpu<bank_t, scalar_t, idx_t>(
+            bank.const_data_ptr<bank_t>(), spos.const_data_ptr<float>(), tpos.const_data_ptr<float>(),
+            objects.defined() ? objects.const_data_ptr<int64_t>() : nullptr,
+            slots.const_data_ptr<int64_t>(), tslots.const_data_ptr<int64_t>(),
+            cu_mems.const_data_ptr<idx_t>(), ptrs.const_data_ptr<scalar_t>(),
+            ptr_idx.const_data_ptr<int64_t>(), ptr_pos.const_data_ptr<float>(),
+            cu_ptrs.const_data_ptr<idx_t>(), cu_seqlens.const_data_ptr<idx_t>(),
+            memory.data_ptr<scalar_t>(), memory_pos.data_ptr<float>(), L, S, HW, C, R, D, M);
+      });
+    });
+  });
+  return {memory, memory_pos, cu_seqlens};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sam2rl_fast, CPU, m) {
   m.impl("memory_append", &memory_append_cpu);
   m.impl("memory_gather", &memory_gather_cpu);
+  m.impl("memory_gather_varlen", &memory_gather_varlen_cpu);
 }
 
 }  // namespace memory_bank

@@ -47,5 +47,56 @@ S2F_HOST_DEVICE bool index_in_range(int64_t i, int64_t size) {
   return i >= 0 && i < size;
 }
 
+// ---- the variable-length gather (flash-attention's cu_seqlens pattern)
+// L sequences are packed one after another: sequence l owns the memories
+// [cu_mems[l], cu_mems[l + 1]) and pointers [cu_ptrs[l], cu_ptrs[l + 1]) of the packed
+// index arrays, and the output rows [cu_seqlens[l], cu_seqlens[l + 1]), laid out as one
+// memory_gather row range of its own (its memories' tokens, then its pointers' tokens).
+template <typename idx_t>
+S2F_HOST_DEVICE int64_t varlen_seq_start(const idx_t* cu_mems, const idx_t* cu_ptrs, int64_t l,
+                                         int64_t hw, int64_t split) {
+  return static_cast<int64_t>(cu_mems[l]) * hw + static_cast<int64_t>(cu_ptrs[l]) * split;
+}
+
+// The sequence that holds packed row `row`: the last l in [0, L) with cu_seqlens[l] <= row
+// (empty sequences share their start with the next one and are skipped). Always returns
+// an l in [0, L), even for offsets that are not monotonic: the caller's range checks then
+// catch what such offsets would have read.
+template <typename idx_t>
+S2F_HOST_DEVICE int64_t varlen_find_sequence(const idx_t* cu_seqlens, int64_t L, int64_t row) {
+  int64_t lo = 0, hi = L;  // the answer lies in [lo, hi)
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (static_cast<int64_t>(cu_seqlens[mid]) <= row) lo = mid; else hi = mid;
+  }
+  return lo;
+}
+
+// Where packed row `row` (of sequence `seq`) comes from: `index` is the position in the
+// packed slots/tslots (spatial) or ptr_idx/ptr_pos (pointer) arrays, `offset` the token
+// within the memory or the chunk within the pointer, as in gather_row_source. `valid` is
+// false when offsets that are not monotonic put the row outside its sequence; `index`
+// must still be checked against the packed arrays' lengths.
+struct VarlenSource {
+  bool valid;
+  bool spatial;
+  int64_t index;
+  int64_t offset;
+};
+
+template <typename idx_t>
+S2F_HOST_DEVICE VarlenSource varlen_row_source(int64_t row, int64_t seq, const idx_t* cu_mems,
+                                               const idx_t* cu_ptrs, int64_t hw, int64_t split) {
+  const int64_t m0 = cu_mems[seq], p0 = cu_ptrs[seq];
+  const int64_t n_mem = static_cast<int64_t>(cu_mems[seq + 1]) - m0;
+  const int64_t n_ptr = static_cast<int64_t>(cu_ptrs[seq + 1]) - p0;
+  const int64_t j = row - varlen_seq_start(cu_mems, cu_ptrs, seq, hw, split);
+  if (n_mem < 0 || n_ptr < 0 || j < 0 || j >= gather_num_rows(hw, n_mem, n_ptr, split)) {
+    return VarlenSource{false, false, -1, 0};
+  }
+  const RowSource src = gather_row_source(j, hw, n_mem, split);
+  return VarlenSource{true, src.spatial, (src.spatial ? m0 : p0) + src.item, src.offset};
+}
+
 }  // namespace memory_bank
 }  // namespace sam2rl_fast

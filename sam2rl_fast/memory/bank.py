@@ -16,7 +16,11 @@ from collections.abc import Sequence
 
 import torch
 
-from sam2rl_fast.ops.memory_bank import memory_append, memory_gather
+from sam2rl_fast.ops.memory_bank import (
+    memory_append,
+    memory_gather,
+    memory_gather_varlen,
+)
 
 SlotArg = int | Sequence[int] | torch.Tensor
 
@@ -185,18 +189,6 @@ class MemoryBank:
         self.ptr_frame[obj, slot] = -1
         self.ptr_is_cond[obj, slot] = False
 
-    def subset(self, objects: Sequence[int]) -> "MemoryBank":
-        """A bank holding copies of the given objects' memories (for grouped gathers)."""
-        idx = torch.as_tensor(list(objects), dtype=torch.long)
-        sub = object.__new__(MemoryBank)
-        sub.__dict__.update(self.__dict__)
-        sub.num_objects = len(idx)
-        dev_idx = idx.to(self.device)
-        sub.feats, sub.ptrs = self.feats[dev_idx], self.ptrs[dev_idx]
-        for name in ("frame_idx", "is_cond", "obj_score", "iou", "present", "ptr_frame", "ptr_is_cond"):
-            setattr(sub, name, getattr(self, name)[idx])
-        return sub
-
     # ---------------------------------------------------------------- reading
     def gather(self, selection, encodings) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Memory attention's inputs for a `MemorySelection`.
@@ -211,3 +203,57 @@ class MemoryBank:
             self.feats, encodings.spatial_pos, encodings.temporal_pos, slots.to(dev),
             tslots.to(dev), self.ptrs, ptr_idx.to(dev), ptr_pos, validate=False,
         )
+
+    def gather_varlen(self, selection, encodings, objects: Sequence[int] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Memory attention's inputs for objects whose selections differ in size, in one pass.
+
+        Sequence l is object ``objects[l]`` (default: every object, in order): its rows of
+        the packed outputs are what `gather` gives that object alone, memories then
+        pointers. Put objects of equal counts next to each other and their block
+        ``memory[r0:r1].view(n, M_l, C).transpose(0, 1)`` is memory attention's
+        ``[M_l, n, C]`` input, without a copy.
+
+        Returns ``(memory [total, C], memory_pos [total, C], cu_seqlens)``: the row offsets
+        as a host list of L + 1 ints (no device read).
+        """
+        B = self.num_objects
+        if len(selection.slots) != B:
+            raise ValueError(f"MemorySelection for {len(selection.slots)} objects, bank holds {B}")
+        objs = list(range(B)) if objects is None else [int(o) for o in objects]
+        if any(not 0 <= o < B for o in objs):
+            raise IndexError(f"MemoryBank: objects {objs} outside [0, {B - 1}]")
+        split = self.ptr_dim // self.mem_dim
+        slots, tslots, ptr_idx, cu_mems, cu_ptrs, cu_rows = [], [], [], [0], [0], [0]
+        for o in objs:
+            s, ts, ps = selection.slots[o], selection.tslots[o], selection.ptr_slots[o]
+            if len(ts) != len(s) or len(selection.ptr_dists[o]) != len(ps):
+                raise ValueError(f"MemorySelection: object {o} has {len(s)} slots and {len(ts)} "
+                                 f"tslots, {len(ps)} pointers and {len(selection.ptr_dists[o])} "
+                                 "distances")
+            slots += s
+            tslots += ts
+            ptr_idx += ps
+            cu_mems.append(len(slots))
+            cu_ptrs.append(len(ptr_idx))
+            cu_rows.append(cu_rows[-1] + len(s) * self.num_tokens + len(ps) * split)
+        for vals, size, what in [(slots, self.capacity, "slots"), (ptr_idx, self.ptr_capacity, "ptr_slots")]:
+            if any(not 0 <= v < size for v in vals):
+                raise IndexError(f"MemorySelection: {what} {vals} outside [0, {size - 1}]")
+        # Pointer encodings once per distinct list of distances, as `pointer_pos` computes them.
+        pos: dict[tuple[int, ...], torch.Tensor] = {}
+        for o in objs:
+            key = tuple(selection.ptr_dists[o])
+            if key not in pos:
+                pos[key] = encodings.pointer_pos([list(key)], selection.max_ptrs, 1)[0]  # [P, C]
+        ptr_pos = torch.cat([pos[tuple(selection.ptr_dists[o])] for o in objs]) if objs else \
+            encodings.spatial_pos.new_zeros(0, self.mem_dim)
+        # Every index in one host-to-device copy, sliced there.
+        head = [len(slots), len(tslots), len(ptr_idx), len(cu_mems), len(cu_ptrs)]
+        idx = torch.tensor(slots + tslots + ptr_idx + cu_mems + cu_ptrs + objs, dtype=torch.long)
+        parts = torch.split(idx.to(self.device), head + [len(objs)])
+        memory, memory_pos, _ = memory_gather_varlen(
+            self.feats, encodings.spatial_pos, encodings.temporal_pos, parts[0], parts[1],
+            parts[3], self.ptrs, parts[2], ptr_pos.to(self.device), parts[4],
+            objects=None if objects is None else parts[5], validate=False)
+        return memory, memory_pos, cu_rows

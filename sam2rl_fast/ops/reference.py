@@ -53,6 +53,38 @@ def memory_gather_ref(
     return memory, memory_pos
 
 
+def memory_gather_varlen_ref(
+    bank: torch.Tensor,  # [B, S, HW, C]
+    spatial_pos: torch.Tensor,  # [HW, C]
+    temporal_pos: torch.Tensor,  # [T, C]
+    slots: torch.Tensor,  # [Nt]
+    tslots: torch.Tensor,  # [Nt]
+    cu_mems: torch.Tensor,  # [L+1]
+    ptrs: torch.Tensor,  # [B, R, D]
+    ptr_idx: torch.Tensor,  # [Pt]
+    ptr_pos: torch.Tensor,  # [Pt, C]
+    cu_ptrs: torch.Tensor,  # [L+1]
+    objects: torch.Tensor | None,  # [L] or None (sequence l reads object l)
+    out_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each sequence gathered alone by `memory_gather_ref` ([M_l, 1, C]), concatenated."""
+    HW, C = bank.shape[2], bank.shape[3]
+    split = ptrs.shape[2] // C
+    cm, cp = cu_mems.tolist(), cu_ptrs.tolist()
+    L = len(cm) - 1
+    obj = list(range(L)) if objects is None else objects.tolist()
+    mems, poss = [bank.new_empty(0, C, dtype=out_dtype)], [spatial_pos.new_empty(0, C)]
+    for lane in range(L):
+        b, m, p = obj[lane], slice(cm[lane], cm[lane + 1]), slice(cp[lane], cp[lane + 1])
+        mem, pos = memory_gather_ref(bank[b:b + 1], spatial_pos, temporal_pos, slots[None, m],
+                                     tslots[None, m], ptrs[b:b + 1], ptr_idx[None, p],
+                                     ptr_pos[None, p], out_dtype)
+        mems.append(mem[:, 0])
+        poss.append(pos[:, 0])
+    cu_seqlens = cu_mems * HW + cu_ptrs * split
+    return torch.cat(mems), torch.cat(poss), cu_seqlens
+
+
 def rope_attention_ref(q, k, v, side, num_k_exclude_rope=0, scale=None, theta=10000.0):
     """Reference of the fused op: (out [B, Nq, Dv], lse [B, Nq]) in the inputs' precision."""
     cos, sin = rope_tables(side, q.shape[-1], theta, device=q.device, dtype=q.dtype)

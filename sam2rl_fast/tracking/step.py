@@ -62,8 +62,9 @@ def pick_memory_attention(model, fast: bool | None):
 
 @dataclass
 class FrameStep:
-    """One frame of every lane: the heads' output, the candidate memories [B, C, h, w] and,
-    when asked for, the observation a policy decides on."""
+    """One frame of every lane: the heads' output, the candidate memories [B, C, h, w] (before
+    SAM 2.1's no-object embedding, which `store` adds as it writes them) and, when asked
+    for, the observation a policy decides on."""
 
     head: HeadOutput
     mem: torch.Tensor
@@ -171,8 +172,8 @@ class TrackingStep:
             # As stock's propagate preflight: encode the low-res output upsampled, binarised.
             high = F.interpolate(low, size=(m.image_size, m.image_size), mode="bilinear",
                                  align_corners=False)
-            mem = torch.cat([m._encode_new_memory([x[:, b:b + 1] for x in vf], sizes, high[i:i + 1],
-                                                  score[i:i + 1, None], is_mask_from_pts=True)[0]
+            mem = torch.cat([self._encode_memory([x[:, b:b + 1] for x in vf], sizes, high[i:i + 1],
+                                                 score[i:i + 1, None], is_mask_from_pts=True)
                              for i, b in enumerate(lanes)])
         with self.timed(tm, "policy"):
             for b in lanes:  # a full bank (a learned agent's fixed size) gives up its oldest memory
@@ -189,9 +190,9 @@ class TrackingStep:
             idx = torch.tensor(lanes, device=mem.device)
             full = lambda x: x.new_zeros((B, *x.shape[1:])).index_copy_(0, idx, x)
             self.bank.append(full(mem), slots, frame_idx=f, is_cond=True, obj_score=full(score),
-                             iou=full(iou))
+                             iou=full(iou), no_obj_embed=self.enc.no_obj_embed)
             self.bank.append_ptr(full(torch.cat(ptrs)), ptr_slots, frame_idx=f, is_cond=True)
-            self.obs.prompted(f, slots, full(low), full(mem))
+            self.obs.prompted(f, slots, full(low), full(self.observed_memory(mem, score)))
         return lanes, low, score, iou, np.asarray([slots[b] for b in lanes])
 
     def _point_inputs(self, p: Prompt, video_hw: tuple[int, int]) -> dict:
@@ -239,16 +240,38 @@ class TrackingStep:
                                      self.model._use_multimask(False, None), choose=choose)
 
     def encode(self, feats: Features, head: HeadOutput, tm: dict | None = None) -> torch.Tensor:
-        """The candidate memories [B, C, h, w] of the frame just segmented."""
+        """The candidate memories [B, C, h, w] of the frame just segmented, before SAM 2.1's
+        no-object embedding (`store` adds it, fused into the bank write)."""
         vf, _, sizes = feats
         with self.timed(tm, "memory_encoder"):
-            # Includes SAM 2.1's no-object embedding (added by _encode_new_memory).
-            return self.model._encode_new_memory(vf, sizes, head.high_res_masks,
-                                                 head.object_score_logits, is_mask_from_pts=False)[0]
+            return self._encode_memory(vf, sizes, head.high_res_masks, head.object_score_logits,
+                                       is_mask_from_pts=False)
+
+    def _encode_memory(self, vf, sizes, masks, score, is_mask_from_pts: bool) -> torch.Tensor:
+        """sam2's memory encoder without the no-object embedding. `_encode_new_memory` adds
+        `(1 - (score > 0)) * no_obj_embed_spatial`; told every object is present it adds
+        0 * e = +-0, which changes no value that `memory_append` then turns into sam2's:
+        (x + 0 e) + w e == x + w e bit for bit, for w = 0 and w = 1 (signed zeros included)."""
+        if self.model.no_obj_embed_spatial is not None:
+            score = torch.ones_like(score)
+        return self.model._encode_new_memory(vf, sizes, masks, score, is_mask_from_pts)[0]
+
+    def observed_memory(self, mem: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """The candidates [B, C, h, w] as sam2's memory encoder returns them (SAM 2.1: plus
+        no_obj_embed_spatial where the object score is <= 0), what policies observe: added,
+        as sam2 adds it, to the lanes that need it only."""
+        e = self.model.no_obj_embed_spatial
+        absent = ~(score.reshape(-1) > 0)
+        if e is None or not bool(absent.any()):
+            return mem
+        out = mem.clone()
+        out[absent] += e.reshape(1, -1, 1, 1)
+        return out
 
     def observe(self, f: int, head: HeadOutput, mem: torch.Tensor, motion=None):
         """The `MemoryObservation` of the candidates (layout `OBS_LAYOUT`)."""
-        return self.obs.build(f, self.bank, head, mem, motion)
+        return self.obs.build(f, self.bank, head, self.observed_memory(mem, head.object_score_logits),
+                              motion)
 
     def store(self, f: int, head: HeadOutput, mem: torch.Tensor, slots, observed: bool,
               skip_pointers=()) -> None:
@@ -256,7 +279,7 @@ class TrackingStep:
         whatever the policy (the last 15 frames: they cost 4 tokens each), except for the
         lanes in `skip_pointers` (whose frame is a correction: `prompt` stores its pointer)."""
         self.bank.append(mem, slots, frame_idx=f, obj_score=head.object_score_logits.reshape(-1),
-                         iou=head.chosen_iou)
+                         iou=head.chosen_iou, no_obj_embed=self.enc.no_obj_embed)
         if observed:
             self.obs.stored(slots)
         ptr_slots = self.stock.assign_pointers(self.bank, f)
@@ -264,24 +287,33 @@ class TrackingStep:
         self.bank.append_ptr(head.obj_ptr, ptr_slots, frame_idx=f)
 
     def _attend(self, sel: MemorySelection, vf, vp) -> torch.Tensor:
-        """Memory attention for all lanes; lanes whose selections differ in size run in groups."""
+        """Memory attention for all lanes. One gather packs every lane's memories, lanes with
+        equal counts next to each other; each group of equal counts attends on a view of
+        its block ([M, n, C], no copy)."""
         bank, enc = self.bank, self.enc
+        B, C, split = bank.num_objects, bank.mem_dim, bank.ptr_dim // bank.mem_dim
         groups: dict[tuple[int, int], list[int]] = {}
-        for b in range(bank.num_objects):
+        for b in range(B):
             groups.setdefault((len(sel.slots[b]), len(sel.ptr_slots[b])), []).append(b)
-        if len(groups) == 1:
-            memory, memory_pos, n_ptr = bank.gather(sel, enc)
-            return self.memory_attention(curr=vf[-1:], curr_pos=vp[-1:], memory=memory,
-                                         memory_pos=memory_pos, num_obj_ptr_tokens=n_ptr)
+        order = [b for objs in groups.values() for b in objs]
+        memory, memory_pos, cu = bank.gather_varlen(sel, enc, None if order == list(range(B)) else order)
+        blocks, start = [], 0
+        for (_, n_ptr), objs in groups.items():
+            r0, r1 = cu[start], cu[start + len(objs)]
+            start += len(objs)
+            mem = memory[r0:r1].view(len(objs), -1, C).transpose(0, 1)  # [M, n, C], a view
+            pos = memory_pos[r0:r1].view(len(objs), -1, C).transpose(0, 1)
+            if n_ptr == 0:  # memory_gather's dtype for this group alone (exact: bank values)
+                mem = mem.to(bank.dtype)
+            blocks.append((objs, mem, pos, n_ptr * split))
+        if len(blocks) == 1:  # every lane reads as many memories: one call, as stock batches
+            _, mem, pos, n_tok = blocks[0]
+            return self.memory_attention(curr=vf[-1:], curr_pos=vp[-1:], memory=mem,
+                                         memory_pos=pos, num_obj_ptr_tokens=n_tok)
         out = torch.empty_like(vf[-1])
-        for objs in groups.values():
-            sub = bank.subset(objs)
-            sub_sel = MemorySelection([sel.slots[b] for b in objs], [sel.tslots[b] for b in objs],
-                                      [sel.ptr_slots[b] for b in objs], [sel.ptr_dists[b] for b in objs],
-                                      sel.max_ptrs)
-            memory, memory_pos, n_ptr = sub.gather(sub_sel, enc)
+        for objs, mem, pos, n_tok in blocks:
             idx = torch.tensor(objs, device=vf[-1].device)
             out[:, idx] = self.memory_attention(
-                curr=[vf[-1][:, idx]], curr_pos=[vp[-1][:, idx]], memory=memory,
-                memory_pos=memory_pos, num_obj_ptr_tokens=n_ptr)
+                curr=[vf[-1][:, idx]], curr_pos=[vp[-1][:, idx]], memory=mem, memory_pos=pos,
+                num_obj_ptr_tokens=n_tok)
         return out

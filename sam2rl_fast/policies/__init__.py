@@ -16,10 +16,12 @@ from sam2rl_fast.policies.base import (
 )
 from sam2rl_fast.policies.dam4sam import Dam4SamPolicy
 from sam2rl_fast.policies.learned import VectorPolicy
+from sam2rl_fast.policies.sam2long import Sam2LongPolicy
 from sam2rl_fast.policies.samurai import SamuraiPolicy
 from sam2rl_fast.policies.stock import Sam2Policy
 
-POLICIES = {"sam2": Sam2Policy, "samurai": SamuraiPolicy, "dam4sam": Dam4SamPolicy}
+POLICIES = {"sam2": Sam2Policy, "samurai": SamuraiPolicy, "dam4sam": Dam4SamPolicy,
+            "sam2long": Sam2LongPolicy}
 
 
 def make_policy(agent) -> MemoryPolicy:
@@ -49,4 +51,4 @@ def make_policy(agent) -> MemoryPolicy:
 
 __all__ = ["CANDIDATE_FEATURES", "OBS_LAYOUT", "POLICIES", "SLOT_FEATURES", "Dam4SamPolicy",
            "MemoryObservation", "MemoryPolicy", "ObservationLayoutError", "RecencyReadRule",
-           "Sam2Policy", "SamuraiPolicy", "VectorPolicy", "make_policy", "obs_size"]
+           "Sam2LongPolicy", "Sam2Policy", "SamuraiPolicy", "VectorPolicy", "make_policy", "obs_size"]

@@ -22,6 +22,7 @@ from sam2rl_fast.memory.bank import MemoryBank
 from sam2rl_fast.model.cpu_linear import packed_linears
 from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.policies import POLICIES, MemoryPolicy, make_policy
+from sam2rl_fast.tracking.pathways import PathwayStep
 from sam2rl_fast.tracking.prompts import (  # noqa: F401 (PromptError, mask_from_array: public here)
     PromptError,
     mask_from_array,
@@ -102,9 +103,10 @@ class FastTracker:
     Args:
         video: a video file, a folder of JPEG/PNG frames, an array [T, H, W, 3] or an
             iterable of frames (a stream).
-        agent: the memory policy: "sam2" (stock rule, exactly), "samurai", "dam4sam", a
-            `MemoryPolicy`, or a trained agent file: `.zip` (`sam2rl-fast train`) or
-            `.onnx` (`sam2rl-fast export`), refused if trained for another layout or model.
+        agent: the memory policy: "sam2" (stock rule, exactly), "samurai", "dam4sam",
+            "sam2long" (3 pathways per object: 3x the memory attention), a `MemoryPolicy`,
+            or a trained agent file: `.zip` (`sam2rl-fast train`) or `.onnx`
+            (`sam2rl-fast export`), refused if trained for another layout or model.
         model: a Meta checkpoint path, an official Hugging Face id of SAM 2 / 2.1
             ("facebook/sam2.1-hiera-tiny", ...: the checkpoint comes from the Hugging Face
             cache, downloaded into it when not there; HF_HUB_OFFLINE=1 and HF_HUB_CACHE
@@ -179,7 +181,10 @@ class FastTracker:
             # needs its 6 recent ones. (A learned agent's bank size is its layout's: there,
             # corrections take replaceable slots.)
             cap = capacity + (len(corr) if corr and not policy.fixed_capacity else 0)
-            step = TrackingStep(self.model, self.memory_attention, cap)
+            if getattr(policy, "pathways", None):  # SAM2Long: P lanes per object
+                step = PathwayStep(self.model, self.memory_attention, cap, policy)
+            else:
+                step = TrackingStep(self.model, self.memory_attention, cap)
             self.cohorts.append(Cohort(start, lanes, prompts, corr, policy, cap, step))
         # The first cohort's (all objects' when they start together): as before cohorts.
         first = self.cohorts[0]
@@ -190,7 +195,8 @@ class FastTracker:
         `self.bank` is the first cohort's: every object's when they start together."""
         k = self.obj_ids.index(obj)
         c = next(c for c in self.cohorts if k in c.lanes)
-        return c.step.bank, c.lanes.index(k)
+        lane = c.lanes.index(k)
+        return c.step.bank, c.step.best_lane(lane) if isinstance(c.step, PathwayStep) else lane
 
     # ------------------------------------------------------------------ public API
     def __iter__(self) -> Iterator[TrackedFrame]:
@@ -273,6 +279,9 @@ class FastTracker:
 
     def _cohort_step(self, c: Cohort, f, feats, T, tm):
         """(low-res logits, scores, IoUs, slots) of the cohort's objects on frame f."""
+        if isinstance(c.step, PathwayStep):  # SAM2Long: P lanes per object, the best one out
+            prompts = c.prompts if f == c.start else c.corrections.get(f)
+            return c.step.frame(f, feats, prompts, f == c.start, (self.H, self.W), T, tm)
         feats = c.step.expand(feats, len(c.lanes))
         if f == c.start:
             return c.step.prompt(f, feats, c.prompts, (self.H, self.W), T, tm)[1:]

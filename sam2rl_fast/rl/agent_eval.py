@@ -57,6 +57,12 @@ def evaluate_run(run: Path, model, out: Path, *, videos: int = 8, progress: bool
         scores = evaluate_agents(cfg["suites"], ["sam2", *HEURISTICS, str(run / "agent.zip")], model,
                                  num_videos=videos, num_frames=frames, size=size, first_target_only=True,
                                  progress=progress, log=log)
+    return write_run_report(scores, out)
+
+
+def write_run_report(scores, out: Path) -> str:
+    """The reports of a run's scores (`write_reports`, scores.json, gains.png, table.md);
+    returns the markdown table (also `rl.ray`'s, whose tasks return the scores)."""
     write_reports(scores, out)
     by_video: dict[tuple[str, int], dict[str, float]] = {}
     for s in scores:

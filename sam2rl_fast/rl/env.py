@@ -100,7 +100,55 @@ class MemoryControlEnv(gym.Env):
         self.batch.close()
 
 
-class MemoryControlVecEnv(VecEnv):
+class BatchedVecEnv(VecEnv):
+    """An SB3 `VecEnv` whose N episodes advance as one batch: subclasses start episodes on
+    lanes (`_start`) and step them all (`_step`); every episode ends and restarts together."""
+
+    render_mode = None
+
+    def _start(self, lanes: list[Lane]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, list[dict]]:
+        raise NotImplementedError
+
+    def reset(self, lanes: list[Lane] | None = None, reseed: bool = True) -> np.ndarray:
+        """New episodes (on `lanes`, or drawn); a seed given through `seed()` restarts the
+        draws unless `reseed` is False (a resumed run restores its generator instead)."""
+        if reseed and self._seeds[0] is not None:
+            self.rng = np.random.default_rng(self._seeds[0])
+        self._reset_seeds()
+        self._reset_options()
+        return self._start(lanes if lanes is not None else self.batch.sample_lanes(self.rng))
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self):
+        obs, rewards, done, infos = self._step(self._actions)
+        dones = np.full(self.num_envs, done)
+        if done:  # all episodes end together: record their last observation, start new ones
+            for i, info in enumerate(infos):
+                info["terminal_observation"] = obs[i]
+                info["TimeLimit.truncated"] = False
+            obs = self._start(self.batch.sample_lanes(self.rng))
+        return obs, rewards, dones, infos
+
+    # The N episodes live in this one object: attribute access is shared by all indices.
+    def get_attr(self, attr_name, indices=None):
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name, value, indices=None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name, *args, indices=None, **kwargs):
+        return [getattr(self, method_name)(*args, **kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class, indices=None):
+        return [False for _ in self._get_indices(indices)]
+
+
+class MemoryControlVecEnv(BatchedVecEnv):
     """N memory-control episodes stepped as one batch (a natively batched SB3 `VecEnv`).
 
     Args:
@@ -109,8 +157,6 @@ class MemoryControlVecEnv(VecEnv):
         num_envs: episodes per batch. Other arguments: see `EpisodeBatch`.
     All episodes have the same length, so they end together and restart together.
     """
-
-    render_mode = None
 
     def __init__(self, videos: Sequence, num_envs: int = 8, model=None, *, obj: int | None = None,
                  episode_length: int | None = None, random_window: bool = False, reward: str = "iou",
@@ -126,40 +172,11 @@ class MemoryControlVecEnv(VecEnv):
         self.rng = np.random.default_rng(seed)
         self._actions = None
 
-    def reset(self, lanes: list[Lane] | None = None, reseed: bool = True) -> np.ndarray:
-        """New episodes (on `lanes`, or drawn); a seed given through `seed()` restarts the
-        draws unless `reseed` is False (a resumed run restores its generator instead)."""
-        if reseed and self._seeds[0] is not None:
-            self.rng = np.random.default_rng(self._seeds[0])
-        self._reset_seeds()
-        self._reset_options()
-        return self.batch.reset(lanes if lanes is not None else self.batch.sample_lanes(self.rng))
+    def _start(self, lanes: list[Lane]) -> np.ndarray:
+        return self.batch.reset(lanes)
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions)
-
-    def step_wait(self):
-        obs, rewards, done, infos = self.batch.step(self._actions)
-        dones = np.full(self.num_envs, done)
-        if done:  # all episodes end together: record their last observation, start new ones
-            for i, info in enumerate(infos):
-                info["terminal_observation"] = obs[i]
-                info["TimeLimit.truncated"] = False
-            obs = self.batch.reset(self.batch.sample_lanes(self.rng))
-        return obs, rewards, dones, infos
+    def _step(self, actions: np.ndarray):
+        return self.batch.step(actions)
 
     def close(self) -> None:
         self.batch.close()
-
-    # The N episodes live in this one object: attribute access is shared by all indices.
-    def get_attr(self, attr_name, indices=None):
-        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name, value, indices=None) -> None:
-        setattr(self, attr_name, value)
-
-    def env_method(self, method_name, *args, indices=None, **kwargs):
-        return [getattr(self, method_name)(*args, **kwargs) for _ in self._get_indices(indices)]
-
-    def env_is_wrapped(self, wrapper_class, indices=None):
-        return [False for _ in self._get_indices(indices)]

@@ -24,6 +24,7 @@ import tomllib
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sam2rl_fast.data.synthetic import generate_video, suite_seeds
+from sam2rl_fast.rl.resume import restore_run_state, run_state, state_path
 
 MODES = ("per-video", "multi-video")
 EPISODE_COLUMNS = ["timesteps", "wall_s", "video", "return", "episode_iou", "stock_episode_iou"]
@@ -114,13 +115,16 @@ def suite_items(cfg: TrainConfig, suites=None, split=None, count=None):
 class Progress(BaseCallback):
     """SB3 callback: a tqdm bar, the episodes CSV and periodic checkpoints with metadata."""
 
-    def __init__(self, total, csv_path, ckpt_dir, every, save, desc, progress):
+    def __init__(self, total, csv_path, ckpt_dir, every, save, desc, progress, pending_log=None):
         super().__init__()
+        self.pending_log = pending_log  # a resumed run's logger values not yet written
         self.total, self.every, self.save, self.desc = total, every, save, desc
         self.csv_path, self.ckpt_dir, self.progress = csv_path, ckpt_dir, progress
         self.bar, self.next_ckpt, self.recent = None, every, []
 
     def _on_training_start(self):
+        for k, v in (self.pending_log or {}).items():
+            getattr(self.model.logger, k).update(v)
         if self.every:  # the next multiple of `every` (a resumed run does not restart the count)
             self.next_ckpt = (self.num_timesteps // self.every + 1) * self.every
         if self.progress:
@@ -171,42 +175,6 @@ class Progress(BaseCallback):
         self.fh.close()
 
 
-def run_state(ppo, venv) -> dict | None:
-    """What, besides the agent zip, makes a resume continue exactly: the RNGs (torch samples
-    actions, numpy shuffles minibatches, the environment draws episodes), the episodes just
-    started and SB3's episode-statistics window. Only at an episode boundary (a rollout
-    start when n_steps is a multiple of the episode length, as in every shipped config):
-    elsewhere None, and a resume starts new episodes instead."""
-    import random
-
-    import torch
-
-    if venv.batch.t != 0:
-        return None
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate(), "env_rng": venv.rng.bit_generator.state,
-            "lanes": [dataclasses.astuple(ln) for ln in venv.batch.lanes],
-            "ep_info_buffer": list(ppo.ep_info_buffer or [])}
-
-
-def restore_run_state(ppo, venv, state: dict) -> None:
-    import random
-    from collections import deque
-
-    import torch
-
-    from sam2rl_fast.rl.episodes import Lane
-
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    venv.rng.bit_generator.state = state["env_rng"]
-    # the episodes the uninterrupted run was about to play, and SB3's view of them
-    ppo._last_obs = venv.reset(lanes=[Lane(*ln) for ln in state["lanes"]], reseed=False)
-    ppo._last_episode_starts = np.ones((venv.num_envs,), dtype=bool)
-    ppo.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=ppo._stats_window_size)
-
-
 def save_agent(ppo, path, cfg: TrainConfig, model, videos: list[str], seconds: float) -> Path:
     """Write an agent file: SB3's zip + our metadata (layout, model signature, training)."""
     from sam2rl_fast.rl.agents import write_metadata
@@ -223,13 +191,10 @@ def save_agent(ppo, path, cfg: TrainConfig, model, videos: list[str], seconds: f
     return path
 
 
-def _state_path(agent_zip: Path) -> Path:
-    return agent_zip.with_suffix(".state.pt")
-
-
 def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent", resume=None,
-                cache=None, progress: bool = True, log=print) -> Path:
-    """Train one PPO agent on `items` (video, gt[, name]); returns `out / f"{name}.zip"`."""
+                cache=None, progress: bool = True, log=print, make_env=None) -> Path:
+    """Train one PPO agent on `items` (video, gt[, name]); returns `out / f"{name}.zip"`.
+    `make_env`: the VecEnv class (default `MemoryControlVecEnv`; `rl.ray.vecenv.RayVecEnv`)."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecMonitor
@@ -239,19 +204,20 @@ def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent
     from sam2rl_fast.rl.policy_net import SlotPolicy
 
     torch.manual_seed(cfg.seed)
-    venv = MemoryControlVecEnv(items, cfg.num_envs, model, episode_length=cfg.episode_length,
+    venv = (make_env or MemoryControlVecEnv)(items, cfg.num_envs, model, episode_length=cfg.episode_length,
                                random_window=cfg.random_window, reward=cfg.reward,
                                capacity=cfg.capacity, cache=cache, progress=progress, seed=cfg.seed)
     env = VecMonitor(venv)
     names = [it[2] if len(it) > 2 else f"video{i}" for i, it in enumerate(items)]
+    pending_log = None
     if resume is not None:
         ppo, _ = load_sb3(resume)
         ppo.set_env(env)
         # TensorBoard writes into this run's folder, wherever the run was first started
         ppo.tensorboard_log = str(out / "tensorboard")
-        state_file = _state_path(Path(resume))
+        state_file = state_path(Path(resume))
         if state_file.is_file():
-            restore_run_state(ppo, venv, torch.load(state_file, weights_only=False))
+            pending_log = restore_run_state(ppo, venv, torch.load(state_file, weights_only=False))
         else:
             log(f"{state_file} is missing: the resume starts new episodes (not bit-exact)")
         log(f"resuming {resume} at {ppo.num_timesteps} steps")
@@ -267,13 +233,13 @@ def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent
         agent = save_agent(ppo, path, cfg, model, names, time.perf_counter() - t0)
         state = run_state(ppo, venv) if with_state else None
         if state is not None:  # written after the zip: a zip without it resumes inexactly
-            tmp = _state_path(agent).with_name(_state_path(agent).name + ".tmp")
+            tmp = state_path(agent).with_name(state_path(agent).name + ".tmp")
             torch.save(state, tmp)
-            tmp.replace(_state_path(agent))
+            tmp.replace(state_path(agent))
         return agent
 
     cb = Progress(cfg.total_steps, out / f"{name}-episodes.csv", out / "checkpoints" / name,
-                   cfg.checkpoint_every, save, f"training {name}", progress)
+                   cfg.checkpoint_every, save, f"training {name}", progress, pending_log)
     remaining = max(cfg.total_steps - ppo.num_timesteps, 0)
     try:
         ppo.learn(remaining, callback=cb, tb_log_name=name, reset_num_timesteps=resume is None)
@@ -344,8 +310,18 @@ def check_resume_config(cfg: TrainConfig, out: Path):
                          "resume with the run's config, or start a new run in another folder")
 
 
-def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool = True, log=print) -> list[Path]:
-    """Train the config's agent(s) into folder `out`; returns the agent files."""
+def latest_checkpoint(out: Path, name: str) -> Path | None:
+    """The newest complete checkpoint of agent `name` (a kill can leave a .tmp.zip, or a zip
+    whose run state was not written yet: then the one before it, which resumes exactly)."""
+    ckpts = sorted(p for p in (out / "checkpoints" / name).glob("step*.zip") if ".tmp" not in p.name)
+    ckpts = [p for p in ckpts if state_path(p).is_file()] or ckpts
+    return ckpts[-1] if ckpts else None
+
+
+def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool = True, log=print,
+                 ray=None) -> list[Path]:
+    """Train the config's agent(s) into folder `out`; returns the agent files. `ray`: a
+    `rl.ray.RayOptions` to run them on Ray (`rl.ray.fleet`)."""
     from sam2rl_fast.model.loading import build_model
 
     out = Path(out)
@@ -353,6 +329,10 @@ def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool 
     out.mkdir(parents=True, exist_ok=True)
     if not resume or not (out / "config.json").is_file():
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    if ray is not None:
+        from sam2rl_fast.rl.ray.fleet import run_fleet
+
+        return run_fleet(cfg, out, ray, resume=resume, progress=progress, log=log)
     from sam2rl_fast.rl.features import FeatureCache
 
     model = build_model(cfg.model, device=cfg.device)
@@ -368,14 +348,8 @@ def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool 
             log(f"{final} exists: done")
             agents.append(final)
             continue
-        # the newest complete checkpoint (a kill can leave a .tmp.zip, or a zip whose run
-        # state was not written yet: then the one before it, which resumes exactly)
-        ckpts = sorted(p for p in (out / "checkpoints" / name).glob("step*.zip")
-                       if ".tmp" not in p.name) if resume else []
-        exact = [p for p in ckpts if _state_path(p).is_file()]
-        ckpts = exact or ckpts
-        agents.append(train_agent(cfg, its, model, out, name=name, resume=ckpts[-1] if ckpts else None,
-                                  cache=cache, progress=progress, log=log))
+        agents.append(train_agent(cfg, its, model, out, name=name, cache=cache, progress=progress, log=log,
+                                  resume=latest_checkpoint(out, name) if resume else None))
     plot_curves(sorted(out.glob("*-episodes.csv")), out / "training-curve.png")
     if cfg.dataset is not None:
         log(f"compare the agents with the stock rule and the heuristics on the dataset: "

@@ -1,0 +1,49 @@
+"""The Ray side of `sam2rl-fast train --ray` and `sam2rl-fast eval --ray` (`sam2rl_fast.cli`
+loads it only with --ray: Ray and the training stack stay out of every other command)."""
+
+from __future__ import annotations
+
+import sys
+
+from sam2rl_fast.rl.ray import RayOptions
+from sam2rl_fast.rl.ray import evaluate as ray_eval
+
+
+def options(args) -> RayOptions:
+    """--ray [ADDRESS], --ray-gpus (and --ray-cpus where a parser has it)."""
+    opts = RayOptions(address=args.ray or None, cpus=getattr(args, "ray_cpus", 1.0), gpus=args.ray_gpus)
+    check_device(getattr(args, "device", None), opts)
+    return opts
+
+
+def check_device(device, opts: RayOptions) -> None:
+    if str(device or "").startswith("cuda") and not opts.gpus:
+        raise ValueError(f"device {device} with --ray: give each task a GPU with --ray-gpus (1, or 0.25 for "
+                         "four tasks per GPU); without it tasks see no GPU")
+
+
+def model(args):
+    """The model, built on the CPU for the object store: each worker moves it to --device."""
+    from sam2rl_fast.model.loading import build_model
+
+    return build_model(args.model, config=args.config, device="cpu", image_size=args.image_size)
+
+
+def eval_suites(args, model, suites, agents):
+    """`evaluate_agents` of `sam2rl-fast eval`, a task per video: (scores, failures)."""
+    return ray_eval.on_ray(options(args), model, ray_eval.evaluate_suites, suites, agents, split=args.split,
+                           num_videos=args.videos, num_frames=args.frames, size=args.size,
+                           device=args.device, progress=not args.quiet)
+
+
+def eval_dataset(args, model, dataset, agents, out, names):
+    """`evaluate_dataset` of `sam2rl-fast eval --dataset`, a task per video: (runs, failures)."""
+    return ray_eval.on_ray(options(args), model, ray_eval.evaluate_dataset, dataset, agents, out,
+                           names=names, device=args.device, progress=not args.quiet)
+
+
+def failed(failures: dict) -> int:
+    """Name the failed videos (the others' results are written); the exit status."""
+    print(f"error: {len(failures)} video(s) failed (the others' results are written): "
+          + "; ".join(f"{k}: {v}" for k, v in failures.items()), file=sys.stderr)
+    return 1

@@ -352,7 +352,9 @@ def test_bundled_model_loads_and_tracks():
     assert ckpt.is_file()
     m = build_model(None, device="cpu")
     assert m.image_size == 256
-    video = generate_video("easy", suite_seeds("easy", "heldout")[1], num_frames=8, height=256, width=256)
-    res = FastTracker(video.frames, model=m, prompt={0: video.masks[0, 0]}).run()
-    # random weights give J ~0 here
-    assert evaluate_video(res.masks, video.masks[:, :1])["J"] > 0.5
+    js = []
+    for seed in suite_seeds("easy", "heldout", count=4):  # mean over videos: one can be lost
+        video = generate_video("easy", seed, num_frames=8, height=256, width=256)
+        res = FastTracker(video.frames, model=m, prompt={0: video.masks[0, 0]}).run()
+        js.append(evaluate_video(res.masks, video.masks[:, :1])["J"])
+    assert np.mean(js) > 0.5, js  # random weights give J ~0 here

@@ -91,7 +91,9 @@ def track_video(video: DatasetVideo, agent, model, masks_dir: Path | None = None
     prompt = gt.prompt()
     if not prompt:
         raise ValueError(f"video {video.name!r}: no object is visible in any annotation")
-    ids = [o for o in gt.obj_ids if o in gt.first_frames()]
+    firsts = gt.first_frames()  # one pass over the annotations
+    ids = [o for o in gt.obj_ids if o in firsts]
+    gt_row = [gt.obj_ids.index(o) for o in ids]
     if max(ids) > 254:
         raise ValueError(f"video {video.name!r}: object id {max(ids)} does not fit a palette PNG")
     scored = set(scored_frames(video))
@@ -123,7 +125,7 @@ def track_video(video: DatasetVideo, agent, model, masks_dir: Path | None = None
                 write_label_png(labels, folder / f"{stem}.png")
         if f in scored:
             for k, o in enumerate(ids):
-                j, fm = frame_scores(masks[k], gt.masks[f][gt.obj_ids.index(o)])
+                j, fm = frame_scores(masks[k], gt.masks[f][gt_row[k]])
                 for lst, v in zip(per_obj[o], (f, j, fm)):
                     lst.append(v)
 

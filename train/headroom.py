@@ -3,11 +3,14 @@
     python train/headroom.py --suite occlusion --suite distractor --videos 10 [--model CKPT]
     python train/headroom.py --dataset ROOT [--dataset-split val] [--sequences a,b] [--model CKPT]
     python train/headroom.py ... --ray [ADDRESS]   # a Ray task per video (docs/cluster.md)
+    python train/headroom.py --suite drift --oracle 4   # and the oracle (beam search, locally)
 
 Per video: the stock rule's J, and the mean-IoU gain over it of "prompt only", FIFO, and
 K random decision sequences (their mean and best). If the best random gain is ~0 on a
 suite, the model's output does not depend on its recent memories there, and no memory
-policy (heuristic or learned) can improve it: train the model, not the agent.
+policy (heuristic or learned) can improve it: train the model, not the agent. --oracle B
+adds the best decision sequence a beam search of width B finds against the ground truth
+(`sam2rl_fast.rl.oracle`): the reachable gain a policy's gain is compared with.
 """
 
 import argparse
@@ -21,6 +24,7 @@ from sam2rl_fast.data.synthetic import generate_video, suite_seeds
 from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.rl.env import prepare_videos
 from sam2rl_fast.rl.headroom import format_headroom, memory_headroom
+from sam2rl_fast.rl.oracle import format_oracle, oracle_search
 
 
 def main(argv=None) -> int:
@@ -35,11 +39,15 @@ def main(argv=None) -> int:
                                                     "of the suites")
     ap.add_argument("--dataset-split", default=None, help="with --dataset: a split file's name (e.g. val)")
     ap.add_argument("--sequences", default=None, help="with --dataset: comma-separated videos")
+    ap.add_argument("--oracle", type=int, default=None, metavar="BEAM",
+                    help="also search the best decisions with a beam of BEAM (local, not on Ray)")
     ap.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                     help="a Ray task per video: on the Ray cluster at ADDRESS, or a new local Ray")
     args = ap.parse_args(argv)
     if args.dataset is not None and args.suite:
         ap.error("--suite and --dataset exclude each other")
+    if args.oracle is not None and args.oracle < 1:
+        ap.error(f"--oracle: the beam must be >= 1, got {args.oracle}")
     groups = {}  # title -> items (frames, masks, name)
     if args.dataset is not None:
         try:
@@ -62,12 +70,17 @@ def main(argv=None) -> int:
             opts = RayOptions(address=args.ray or None)
             box = [stack.enter_context(session(opts)).put(model)]
         for title, items in groups.items():
+            vids = None
             if args.ray is None:
-                rows = memory_headroom(prepare_videos(items, model, progress=False), model, samples=args.samples)
+                vids = prepare_videos(items, model, progress=False)
+                rows = memory_headroom(vids, model, samples=args.samples)
             else:
                 rows, bad = headroom_rows(items, box, opts, samples=args.samples)
                 failed |= bad
             _report(title, rows)
+            if args.oracle is not None:
+                vids = vids or prepare_videos(items, model, progress=False)
+                _report_oracle(title, [oracle_search(v, model, beam=args.oracle) for v in vids])
     if failed:
         print(f"error: {len(failed)} video(s) failed: {failed}", file=sys.stderr)
     return 1 if failed else 0
@@ -79,6 +92,13 @@ def _report(title, rows) -> None:
         best = np.mean([r.random_best for r in rows])
         print(f"{title}: mean stock J {np.mean([r.stock for r in rows]):.3f}, mean best-random gain "
               f"{best:+.4f}, largest change {max(r.max_pixels for r in rows)} px\n", flush=True)
+
+
+def _report_oracle(title, rows) -> None:
+    if rows:
+        print(format_oracle(rows))
+        print(f"{title}: mean oracle gain {np.mean([r.gain for r in rows]):+.4f} "
+              f"(beam {rows[0].beam})\n", flush=True)
 
 
 if __name__ == "__main__":

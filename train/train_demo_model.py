@@ -58,6 +58,15 @@ def parse_args(argv=None) -> tuple[Path, TrainConfig, bool]:
                    help="auto: bf16 autocast on GPUs and on CPUs with AVX512-BF16/AMX")
     p.add_argument("--config", default=None, help="model YAML (default: the bundled model's)")
     p.add_argument("--init", default=None, help="warm start from this checkpoint (a second stage)")
+    p.add_argument("--locality-init", default=None, metavar="BIAS[,SCALE]",
+                   help="start the memory attention's cross-attention local: query/key biases "
+                        "BIAS, their weights times SCALE (default 0.1); see "
+                        "demo_trainer/memory_path.py")
+    p.add_argument("--mask-gain", type=float, default=None, metavar="K",
+                   help="amplify the memory encoder's mask path K times at the start "
+                        "(demo_trainer/memory_path.py)")
+    p.add_argument("--pointer-dropout", type=float, default=None, metavar="P",
+                   help="track this share of batches without object pointers")
     p.add_argument("--suites", default=None,
                    help="training mix, e.g. 'drift=0.5,easy=0.5' (default: every suite)")
     p.add_argument("--schedules", default=None,
@@ -72,10 +81,22 @@ def parse_args(argv=None) -> tuple[Path, TrainConfig, bool]:
         p.error("--minutes must be > 0")
     if a.steps < 1 or a.batch < 1 or a.frames < 2:
         p.error("--steps and --batch must be >= 1 and --frames >= 2")
+    locality = None
+    if a.locality_init:
+        try:
+            locality = [float(x) for x in a.locality_init.split(",")]
+        except ValueError:
+            p.error(f"--locality-init: expected BIAS[,SCALE], got {a.locality_init!r}")
+        if len(locality) == 1:
+            locality.append(0.1)
+        if len(locality) != 2 or locality[1] <= 0:
+            p.error(f"--locality-init: expected BIAS[,SCALE] with SCALE > 0, got {a.locality_init!r}")
     cfg = TrainConfig(steps=a.steps, batch=a.batch, frames=a.frames, seed=a.seed, lr=a.lr,
                       weight_decay=a.weight_decay, warmup_steps=a.warmup_steps,
                       min_lr_ratio=a.min_lr_ratio, grad_clip=a.grad_clip, box_prob=a.box_prob,
                       precision=a.precision, config=a.config, init=a.init,
+                      locality_init=locality, pointer_dropout=a.pointer_dropout,
+                      mask_gain=a.mask_gain,
                       suite_weights=_weights(p, "--suites", a.suites),
                       schedule_weights=_weights(p, "--schedules", a.schedules),
                       minutes=a.minutes, device=a.device,

@@ -75,7 +75,8 @@ def memory_conditioned_features(model, feat, pos, feat_size, memories, ptrs, t, 
 
 
 def forward_clips(model, frames: torch.Tensor, masks: torch.Tensor,
-                  boxes: torch.Tensor | None = None, schedule: MemorySchedule | None = None):
+                  boxes: torch.Tensor | None = None, schedule: MemorySchedule | None = None,
+                  pointers: bool = True):
     """SAM 2's training forward on a batch of clips.
 
     Args:
@@ -84,6 +85,8 @@ def forward_clips(model, frames: torch.Tensor, masks: torch.Tensor,
         boxes: None to prompt frame 0 with the ground-truth mask, or [B, 4] boxes in pixels
             to prompt it with points labelled 2 and 3.
         schedule: the memories kept (None: every frame, the stock FIFO).
+        pointers: read object pointers (False: the spatial memories only; a training
+            option that makes the model learn to read them, see demo_trainer/memory_path.py).
 
     Returns a list over frames of dicts with ``multimasks`` [B, M, S, S] logits, ``ious``
     [B, M], ``object_score_logits`` [B, 1] and ``supervised`` (False for a frame whose
@@ -126,7 +129,7 @@ def forward_clips(model, frames: torch.Tensor, masks: torch.Tensor,
             memories = [cond_mem] + [(m[0], m[1], min(n - 1 - i, top - 1))
                                      for i, m in enumerate(kept)]
             pix = memory_conditioned_features(model, feats[-1], pos[-1], feat_sizes[-1],
-                                              memories, ptrs, t, T)
+                                              memories, ptrs if pointers else [], t, T)
             current_out = {"point_inputs": None, "mask_inputs": None}
             sam_outputs = model._forward_sam_heads(
                 backbone_features=pix, point_inputs=None, mask_inputs=None,

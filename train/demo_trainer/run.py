@@ -66,6 +66,12 @@ class TrainConfig:
     precision: str = "auto"  # bf16 | fp32 | auto (bf16 where the CPU or GPU has it)
     config: str | None = None
     init: str | None = None  # warm start from this checkpoint (a second stage)
+    # [bias, weight scale]: the memory attention's locality prior (demo_trainer/memory_path.py),
+    # applied to the fresh or warm-started weights at step 0
+    locality_init: list | None = None
+    mask_gain: float | None = None  # amplify the memory encoder's mask path (memory_path.py)
+    # share of batches tracked without object pointers (only spatial memories to read)
+    pointer_dropout: float | None = None
     suite_weights: dict | None = None
     schedule_weights: dict | None = None
     # how this invocation runs (free to change on a resume)
@@ -79,7 +85,8 @@ class TrainConfig:
 
 RUN_DEFINING = ("steps", "batch", "frames", "seed", "lr", "weight_decay", "warmup_steps",
                 "min_lr_ratio", "grad_clip", "box_prob", "precision", "config", "init",
-                "suite_weights", "schedule_weights")
+                "suite_weights", "schedule_weights", "locality_init",
+                "pointer_dropout", "mask_gain")
 
 
 class RunError(ValueError):
@@ -150,8 +157,9 @@ def train_step(model, optimizer, batch, device, step: int, cfg: TrainConfig, amp
     frames = to_model_input(batch["frames"], device)
     masks = batch["masks"].to(device, non_blocking=True)
     boxes = batch["box"].to(device, non_blocking=True) if rng.random() < cfg.box_prob else None
+    pointers = not (cfg.pointer_dropout and rng.random() < cfg.pointer_dropout)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-        outs = forward_clips(model, frames, masks, boxes, schedule)
+        outs = forward_clips(model, frames, masks, boxes, schedule, pointers=pointers)
     loss, terms = clip_loss(outs, masks)
     optimizer.zero_grad(set_to_none=True)
     skipped = not math.isfinite(float(loss.detach()))
@@ -165,7 +173,7 @@ def train_step(model, optimizer, batch, device, step: int, cfg: TrainConfig, amp
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return {"loss": float(loss.detach()), **terms, "grad_norm": gnorm, "box": boxes is not None,
-            "schedule": schedule.kind, "skipped": skipped}
+            "schedule": schedule.kind, "pointers": pointers, "skipped": skipped}
 
 
 # ------------------------------------------------------------------ files
@@ -303,6 +311,17 @@ def train(run, cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             raise ModelError(f"--init {cfg.init} does not fit the model config: "
                              f"{len(missing)} missing, {len(unexpected)} unexpected keys")
         log(f"warm start from {cfg.init}")
+    if cfg.locality_init and not state:
+        from .memory_path import init_local_cross_attention
+
+        bias, scale = cfg.locality_init
+        n = init_local_cross_attention(model, float(bias), float(scale))
+        log(f"locality prior on {n} cross-attention layers (bias {bias}, weights x{scale})")
+    if cfg.mask_gain and not state:
+        from .memory_path import amplify_mask_path
+
+        amplify_mask_path(model, float(cfg.mask_gain))
+        log(f"memory encoder's mask path amplified x{cfg.mask_gain}")
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     step, curve, spent = 0, [], 0.0
     if state:

@@ -22,14 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_FILE_BYTES = 25_000_000  # the shipped float16 checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two intra-op threads on a 2-core machine shared with another job run 20-30x slower
-    # (measured); one thread is steady. Restored after each test.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

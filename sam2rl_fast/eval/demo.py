@@ -27,12 +27,12 @@ from sam2rl_fast.eval.overlay import decision_text, draw
 from sam2rl_fast.tracking.tracker import FastTracker
 from sam2rl_fast.tracking.video import write_video
 
-# Measured 2026-12-01 with the interim bundled model (step 1,414; 8 held-out videos of every
-# suite, 48 frames): of the videos where the target is tracked (J > 0.5), the one on which
-# the rules' J differ most (sam2 0.810, samurai 0.792, dam4sam 0.810; easy #1 differs more,
-# 0.269 / 0.192 / 0.192, but every rule loses its target there). Re-measure with each model.
-DEMO_SUITE = "easy"
-DEMO_SEED_INDEX = 5
+# Measured 2026-12-01 with the bundled model (second stage, step 681; 8 held-out videos of
+# every suite, 48 frames): of the videos where the target is tracked (J > 0.5), the one on
+# which the rules' J differ most: occlusion #7, sam2 0.844, samurai 0.849, dam4sam 0.480.
+# Re-measure with each model.
+DEMO_SUITE = "occlusion"
+DEMO_SEED_INDEX = 7
 # The agents shown by default: the single-pathway rules. SAM2Long (`--agent sam2long`) runs
 # 3 pathways per object, 3x the memory attention of the others.
 DEMO_AGENTS = ("sam2", "samurai", "dam4sam")

@@ -46,8 +46,13 @@ def test_oracle_decisions_replay_to_its_scores(videos, model, beam):
         r = oracle_search(v, model, beam=beam)
         assert r.actions.shape == (T - 2,) and ((r.actions >= 0) & (r.actions <= 7)).all()
         ious, scores = _replay(v, model, r.actions)
-        np.testing.assert_allclose(scores, r.object_scores, rtol=1e-3, atol=1e-3)
-        np.testing.assert_allclose(ious, r.ious[2:], atol=5e-3)
+        # one lane against 8 x beam: rounding differs (the bank is bf16) and grows over frames
+        np.testing.assert_allclose(scores, r.object_scores, rtol=0, atol=2e-2)
+        np.testing.assert_allclose(ious, r.ious[2:], atol=2e-2)
+        # ... while another history's scores differ by more than twice that (the check can fail)
+        _, prompt_only = _replay(v, model, np.zeros_like(r.actions))
+        if not np.array_equal(r.actions, np.zeros_like(r.actions)):
+            assert np.abs(prompt_only - r.object_scores).max() > 0.04
         assert r.oracle == pytest.approx(float(np.mean(r.ious[2:])))
 
 

@@ -65,11 +65,11 @@ def _search(batch: EpisodeBatch, video: EpisodeVideo, beam: int, obj: int, A: in
     # beam j <- lanes j*A .. j*A+A-1 (action a on lane j*A+a); at the start all beams are one
     hist = [([], [1.0, first], [])] * beam  # (actions, IoUs, object scores) of each beam
     score = np.zeros(beam)
-    stock_beam = 0  # the beam that follows the stock rule
     live = 1  # distinct beams (one history at the start)
     actions = np.tile(np.arange(A), beam)
     for t in range(1, L - 1):
-        stock_act = st.stock.assign_memories(st.bank, t)[stock_beam * A] + 1
+        # beam 0 follows the stock rule (beam > 1): its action on its bank, before the store
+        keep = [st.stock.assign_memories(st.bank, t)[0] + 1] if beam > 1 else []
         slots = actions_to_slots(actions, st.bank.is_cond.numpy(), A - 1, who="oracle")
         st.store(t, head, mem, slots.tolist(), observed=False)
         fs = st.advance(t + 1, batch._features(t + 1), batch.read_rule, L, observe=False)
@@ -79,8 +79,7 @@ def _search(batch: EpisodeBatch, video: EpisodeVideo, beam: int, obj: int, A: in
         obj_scores = fs.head.object_score_logits.reshape(-1).float().cpu().numpy()
         cand = [(score[i // A] + ious[i], i) for i in range(live * A)]
         # the stock continuation first, then the best distinct memory sets of each parent
-        keep, seen = ([stock_beam * A + stock_act] if beam > 1 else []), set()
-        seen.update(_key(st.bank, i, A) for i in keep)
+        seen = {_key(st.bank, i, A) for i in keep}
         for _, i in sorted(cand, key=lambda c: (-c[0], c[1])):
             if len(keep) == beam:
                 break
@@ -93,7 +92,6 @@ def _search(batch: EpisodeBatch, video: EpisodeVideo, beam: int, obj: int, A: in
         hist = [(h[0] + [i % A], h[1] + [float(ious[i])], h[2] + [float(obj_scores[i])])
                 for i in keep for h in [hist[i // A]]]
         score = np.array([score[i // A] + ious[i] for i in keep])
-        stock_beam = 0
         rows = torch.as_tensor([i for i in keep for _ in range(A)])
         reorder_lanes(st.bank, rows.tolist())
         head, mem = reorder_head(fs.head, rows), fs.mem.index_select(0, rows.to(fs.mem.device))

@@ -135,6 +135,12 @@ def _model_for(args):
     return build_model(args.model, config=args.config, device=args.device, image_size=args.image_size)
 
 
+def _default_agents(model) -> list[str]:
+    from sam2rl_fast.policies.bundled import default_agents
+
+    return default_agents(model)
+
+
 def _eval_dataset(args) -> int:
     from sam2rl_fast.data.datasets import open_dataset
     from sam2rl_fast.eval.dataset_eval import evaluate_dataset, format_dataset_table
@@ -144,15 +150,15 @@ def _eval_dataset(args) -> int:
         raise SystemExit("error: --suite and --dataset exclude each other")
     dataset = open_dataset(args.dataset, split=args.split, sequences=args.sequences,
                            resolution=args.resolution)
-    agents = args.agent or ["sam2", "samurai", "dam4sam"]
+    inputs = [args.model, args.config, args.dataset, *(args.agent or [])]
+    check_out_path(args.out, inputs)
+    ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
+    model = _model_for(args) if ray is None else ray.model(args)
+    agents = args.agent or _default_agents(model)
     names = [agent_name(a) for a in agents]
     if len(set(names)) != len(names):
         raise SystemExit(f"error: --agent: two agents share a name ({names}); their results "
                          "would share a folder")
-    inputs = [args.model, args.config, args.dataset, *agents]
-    check_out_path(args.out, inputs)
-    ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
-    model = _model_for(args) if ray is None else ray.model(args)
     print(f"{dataset.root} ({dataset.layout} layout, split {dataset.split or 'all'}): "
           f"{len(dataset)} video(s)")
     with staged_output(args.out, args.overwrite, inputs, "eval") as out:
@@ -191,11 +197,12 @@ def _eval(args) -> int:
     check_out_path(args.out, inputs)
     ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
     model = _model_for(args) if ray is None else ray.model(args)
+    agents = args.agent or _default_agents(model)
     with staged_output(args.out, args.overwrite, inputs, "eval") as out:
-        scores, failed = (evaluate_agents(suites, args.agent or ["sam2", "samurai", "dam4sam"], model,
+        scores, failed = (evaluate_agents(suites, agents, model,
                                           split=args.split, num_videos=args.videos, num_frames=args.frames,
                                           size=args.size, progress=not args.quiet), {}) if ray is None \
-            else ray.eval_suites(args, model, suites, args.agent or ["sam2", "samurai", "dam4sam"])
+            else ray.eval_suites(args, model, suites, agents)
         print(format_table(summarize(scores)))
         write_reports(scores, out)
     print(f"-> {args.out}/ (summary.csv, summary.json, videos.csv, plots/)")
@@ -213,7 +220,7 @@ def _demo(args) -> int:
     model = _model_for(args)  # a missing model fails before anything is written
     with staged_output(out, args.overwrite, inputs, "demo") as stage:
         run_demo(model, stage, seed_index=args.seed, suite=args.suite, num_frames=args.frames,
-                 agents=args.agent or None, progress=not args.quiet, shown_dir=out)
+                 agents=args.agent or _default_agents(model), progress=not args.quiet, shown_dir=out)
     return 0
 
 

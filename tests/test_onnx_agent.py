@@ -381,3 +381,44 @@ def test_standalone_runner_needs_no_torch(trained, observations, tmp_path):
     res = subprocess.run([sys.executable, str(script), str(tmp_path / "foreign.onnx")],
                          check=False, capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "not a sam2rl-fast agent" in res.stderr
+
+
+@pytest.fixture
+def bundled_here(trained, tmp_path, monkeypatch):
+    """The module's agent installed as the bundled one (sam2rl.onnx + sam2rl.zip)."""
+    import shutil
+
+    from sam2rl_fast.policies import bundled
+
+    agent_zip, onnx_path = trained[:2]
+    onnx_dst, zip_dst = tmp_path / "sam2rl.onnx", tmp_path / "sam2rl.zip"
+    shutil.copy(onnx_path, onnx_dst)
+    shutil.copy(agent_zip, zip_dst)
+    monkeypatch.setattr(bundled, "AGENT_ONNX", onnx_dst)
+    monkeypatch.setattr(bundled, "AGENT_ZIP", zip_dst)
+    return bundled
+
+
+def test_bundled_agent_loads_onnx_first_then_the_zip(bundled_here, monkeypatch, model, observations):
+    pol = make_policy("sam2rl")
+    assert isinstance(pol, OnnxPolicy) and pol.name == "sam2rl"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    zpol = make_policy("SAM2RL")
+    assert isinstance(zpol, Sb3Policy) and zpol.name == "sam2rl"
+    np.testing.assert_array_equal(zpol.predict(observations[0]), pol.predict(observations[0]))
+    # the defaults of eval / demo include it for the model it was trained for, not for another
+    assert bundled_here.default_agents(model) == ["sam2", "samurai", "dam4sam", "sam2rl"]
+    other = build_model("sam2.1_hiera_t", device="cpu", image_size=128)
+    assert bundled_here.default_agents(other) == ["sam2", "samurai", "dam4sam"]
+
+
+def test_no_bundled_agent_is_a_clear_error(tmp_path, monkeypatch, model):
+    from sam2rl_fast.policies import bundled
+
+    monkeypatch.setattr(bundled, "AGENT_ONNX", tmp_path / "none.onnx")
+    monkeypatch.setattr(bundled, "AGENT_ZIP", tmp_path / "none.zip")
+    with pytest.raises(FileNotFoundError, match="ships no bundled agent"):
+        make_policy("sam2rl")
+    assert bundled.default_agents(model) == ["sam2", "samurai", "dam4sam"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sam2rl_fast.policies import bundled
 from sam2rl_fast.policies.base import (
     CANDIDATE_FEATURES,
     OBS_LAYOUT,
@@ -25,11 +26,14 @@ POLICIES = {"sam2": Sam2Policy, "samurai": SamuraiPolicy, "dam4sam": Dam4SamPoli
 
 
 def make_policy(agent) -> MemoryPolicy:
-    """A policy for `agent`: a name in POLICIES, a `MemoryPolicy`, or an agent file."""
+    """A policy for `agent`: a name in POLICIES, "sam2rl" (the bundled learned agent), a
+    `MemoryPolicy`, or an agent file."""
     if isinstance(agent, MemoryPolicy):
         return agent
     if isinstance(agent, str) and agent.lower() in POLICIES:
         return POLICIES[agent.lower()]()
+    if isinstance(agent, str) and agent.lower() == bundled.NAME:  # the bundled learned agent
+        return bundled.load_bundled_agent()
     if isinstance(agent, (str, Path)):
         path = Path(agent).expanduser()
         if path.suffix in (".zip", ".onnx"):
@@ -44,7 +48,7 @@ def make_policy(agent) -> MemoryPolicy:
             from sam2rl_fast.policies.onnx import OnnxPolicy  # needs onnxruntime
 
             return OnnxPolicy(path)
-        raise ValueError(f"unknown agent {agent!r}: use one of {sorted(POLICIES)}, a MemoryPolicy, "
+        raise ValueError(f"unknown agent {agent!r}: use one of {sorted([*POLICIES, bundled.NAME])}, a MemoryPolicy, "
                          "or an agent file (.zip, .onnx)")
     raise TypeError(f"agent must be a name, a MemoryPolicy or a path, got {type(agent).__name__}")
 

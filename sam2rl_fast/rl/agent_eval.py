@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from sam2rl_fast.eval.evaluation import evaluate_agents, write_reports
+from sam2rl_fast.eval.stats import gain_target, paired_bootstrap
 
 HEURISTICS = ("samurai", "dam4sam")
-MIN_GAIN = 1e-3  # J
 
 
 def _plot(rows, png: Path) -> None:
@@ -62,31 +62,42 @@ def evaluate_run(run: Path, model, out: Path, *, videos: int = 8, progress: bool
 
 def write_run_report(scores, out: Path) -> str:
     """The reports of a run's scores (`write_reports`, scores.json, gains.png, table.md);
-    returns the markdown table (also `rl.ray`'s, whose tasks return the scores)."""
+    returns the markdown table (also `rl.ray`'s, whose tasks return the scores).
+
+    Per suite: mean J of every policy, the agents' gain with its spread over videos, the
+    SAM2RL bar (`stats.gain_target`: 3x the best heuristic's relative gain, or >= 0.015 J
+    where the heuristics gain < 0.005 J) and paired bootstrap 95% intervals of the agents'
+    difference to the stock rule and to each heuristic; then every video."""
     write_reports(scores, out)
     by_video: dict[tuple[str, int], dict[str, float]] = {}
     for s in scores:
         by_video.setdefault((s.suite, s.seed), {})["agent" if s.agent.endswith(".zip") else s.agent] = s.J
     rows = [{"video": f"{su}-{se}", "suite": su, "seed": se, "stock": v["sam2"], "agent": v["agent"],
-             "agent_gain": v["agent"] - v["sam2"],
+             **{h: v[h] for h in HEURISTICS}, "agent_gain": v["agent"] - v["sam2"],
              "best_heuristic_gain": max(v[h] - v["sam2"] for h in HEURISTICS)}
             for (su, se), v in by_video.items()]
     (out / "scores.json").write_text(json.dumps(rows, indent=2))
     if rows:
         _plot(rows, out / "gains.png")
-    lines = ["| suite | videos | stock J | samurai J | dam4sam J | agent J | agent gain | "
-             "best heuristic gain | agent / heuristic |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| suite | videos | stock J | samurai J | dam4sam J | agent J | agent gain, mean ± sd "
+             "[min, max] | agent rel. gain | best heuristic rel. gain | bar | met | agent - stock, 95% CI | "
+             "agent - samurai, 95% CI | agent - dam4sam, 95% CI |", "|---" * 14 + "|"]
     for suite in dict.fromkeys(r["suite"] for r in rows):
         rs = [r for r in rows if r["suite"] == suite]
-        mean = {h: float(np.mean([by_video[(suite, r["seed"])][h] for r in rs])) for h in HEURISTICS}
-        stock = float(np.mean([r["stock"] for r in rs]))
-        gain = float(np.mean([r["agent_gain"] for r in rs]))
-        best = max(mean[h] - stock for h in HEURISTICS)  # the best heuristic on the suite
-        # A ratio of gains below a thousandth of J (a few pixels a frame) is noise.
-        ratio = (f"{gain / best:.1f}x" if best >= MIN_GAIN else
-                 f"n/a (heuristics gain < {MIN_GAIN})" if gain < MIN_GAIN else "agent gains, heuristics do not")
-        lines.append(f"| {suite} | {len(rs)} | {stock:.3f} | {mean['samurai']:.3f} | {mean['dam4sam']:.3f} | "
-                     f"{np.mean([r['agent'] for r in rs]):.3f} | {gain:+.4f} | {best:+.4f} | {ratio} |")
+        col = {k: np.array([r[k] for r in rs]) for k in ("stock", "agent", *HEURISTICS)}
+        t = gain_target(col["agent"], col["stock"], {h: col[h] for h in HEURISTICS})
+        g = col["agent"] - col["stock"]
+        ci = [paired_bootstrap(col["agent"], col[k]) for k in ("stock", *HEURISTICS)]
+        lines.append(
+            f"| {suite} | {len(rs)} | {col['stock'].mean():.3f} | {col['samurai'].mean():.3f} | "
+            f"{col['dam4sam'].mean():.3f} | {col['agent'].mean():.3f} | {g.mean():+.4f} ± {g.std():.4f} "
+            f"[{g.min():+.4f}, {g.max():+.4f}] | {t['agent_relative_gain']:+.1%} | "
+            f"{t['best_heuristic_relative_gain']:+.1%} ({t['best_heuristic']}) | {t['target']} | "
+            f"{'yes' if t['met'] else 'no'} | " + " | ".join(str(c) for c in ci) + " |")
+    lines += ["", "| video | stock J | samurai J | dam4sam J | agent J | agent gain | best heuristic gain |",
+              "|---" * 7 + "|"]
+    lines += [f"| {r['video']} | {r['stock']:.3f} | {r['samurai']:.3f} | {r['dam4sam']:.3f} | {r['agent']:.3f} | "
+              f"{r['agent_gain']:+.4f} | {r['best_heuristic_gain']:+.4f} |" for r in rows]
     table = "\n".join(lines)
     (out / "table.md").write_text(table + "\n")
     return table

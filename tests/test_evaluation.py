@@ -29,7 +29,7 @@ def test_eval_writes_table_csv_json_and_plots(tmp_path, capsys):
 def test_demo_writes_overlays_and_never_overwrites(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--frames", "5", *MODEL, "--out", str(out)]) == 0
-    for name in ("overlay.mp4", "overlay.gif", "summary.json"):
+    for name in ("overlay.mp4", "overlay.gif", "memory.png", "summary.json"):
         assert (out / name).stat().st_size > 0
     rows = json.loads((out / "summary.json").read_text())["rows"]
     assert {r["agent"] for r in rows} == {"sam2", "samurai", "dam4sam"}

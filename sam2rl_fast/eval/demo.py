@@ -22,6 +22,7 @@ from sam2rl_fast.eval.evaluation import (
     prompts_from_ground_truth,
     summarize,
 )
+from sam2rl_fast.eval.memory_timeline import plot_memory_timelines
 from sam2rl_fast.eval.metrics import evaluate_video
 from sam2rl_fast.eval.overlay import decision_text, draw
 from sam2rl_fast.tracking.tracker import FastTracker
@@ -79,5 +80,10 @@ def run_demo(model, out: Path, seed_index: int | None = None, num_frames: int = 
     write_video(panels, out / "overlay.mp4", fps=6)
     write_video(panels, out / "overlay.gif", fps=6)
     (out / "summary.json").write_text(json.dumps({"video": video.name, "rows": rows}, indent=2))
-    print(f"-> {shown_dir or out}/ (overlay.mp4, overlay.gif, summary.json)")
+    # which frames each policy kept for the first target (SAM2Long: its best pathway's)
+    plot_memory_timelines({a: r.decisions[:, 0] for a, r in runs.items()}, out / "memory.png",
+                          capacity=max(r.decisions.max() for r in runs.values()) + 1,
+                          ious={a: scores[agents.index(a)].iou_per_frame[:, 0] for a in runs},
+                          title=f"{video.name}: the frames in each policy's memory bank (target 1)")
+    print(f"-> {shown_dir or out}/ (overlay.mp4, overlay.gif, memory.png, summary.json)")
     return rows

@@ -82,7 +82,7 @@ def _track(args) -> int:
     inputs = [args.video, args.model, args.config, args.agent, *(args.mask or [])]
     check_out_path(args.out, inputs)  # before any work
     tracker = FastTracker(args.video, agent=args.agent, model=_model_for(args), prompt=prompt,
-                          progress=not args.quiet)
+                          progress=not args.quiet, precision=args.precision)
     with staged_output(args.out, args.overwrite, inputs, "track") as out:
         n = _write_tracking(tracker, out, args)
     print(f"tracked {n} frames -> {args.out}/ (masks/, scores.csv, summary.json, overlay.mp4)")
@@ -152,6 +152,8 @@ def _eval_dataset(args) -> int:
                            resolution=args.resolution)
     inputs = [args.model, args.config, args.dataset, *(args.agent or [])]
     check_out_path(args.out, inputs)
+    if args.ray is not None and args.precision != "fp32":
+        raise SystemExit("error: --precision bf16 runs locally only (not with --ray yet)")
     ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
     model = _model_for(args) if ray is None else ray.model(args)
     agents = args.agent or _default_agents(model)
@@ -162,7 +164,8 @@ def _eval_dataset(args) -> int:
     print(f"{dataset.root} ({dataset.layout} layout, split {dataset.split or 'all'}): "
           f"{len(dataset)} video(s)")
     with staged_output(args.out, args.overwrite, inputs, "eval") as out:
-        runs, failed = (evaluate_dataset(dataset, agents, model, out, names=names, progress=not args.quiet), {}) \
+        runs, failed = (evaluate_dataset(dataset, agents, model, out, names=names, progress=not args.quiet,
+                                         precision=args.precision), {}) \
             if ray is None else ray.eval_dataset(args, model, dataset, agents, out, names)
         print(format_dataset_table(runs))
     split = dataset.split or "all"
@@ -195,13 +198,16 @@ def _eval(args) -> int:
         raise SystemExit(f"error: unknown suite(s) {unknown}; choose from {sorted(SUITES)}")
     inputs = [args.model, args.config, *(args.agent or [])]
     check_out_path(args.out, inputs)
+    if args.ray is not None and args.precision != "fp32":
+        raise SystemExit("error: --precision bf16 runs locally only (not with --ray yet)")
     ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
     model = _model_for(args) if ray is None else ray.model(args)
     agents = args.agent or _default_agents(model)
     with staged_output(args.out, args.overwrite, inputs, "eval") as out:
         scores, failed = (evaluate_agents(suites, agents, model,
                                           split=args.split, num_videos=args.videos, num_frames=args.frames,
-                                          size=args.size, progress=not args.quiet), {}) if ray is None \
+                                          size=args.size, progress=not args.quiet,
+                                          precision=args.precision), {}) if ray is None \
             else ray.eval_suites(args, model, suites, agents)
         print(format_table(summarize(scores)))
         write_reports(scores, out)
@@ -220,7 +226,8 @@ def _demo(args) -> int:
     model = _model_for(args)  # a missing model fails before anything is written
     with staged_output(out, args.overwrite, inputs, "demo") as stage:
         run_demo(model, stage, seed_index=args.seed, suite=args.suite, num_frames=args.frames,
-                 agents=args.agent or _default_agents(model), progress=not args.quiet, shown_dir=out)
+                 agents=args.agent or _default_agents(model), progress=not args.quiet, shown_dir=out,
+                 precision=args.precision)
     return 0
 
 
@@ -265,6 +272,11 @@ def _train(args) -> int:
     return 0
 
 
+def _add_precision_arg(p):
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default, exact against stock) or bf16 (autocast, as SAM 2 on GPUs)")
+
+
 def _add_model_args(p):
     p.add_argument("--model", default=None, help="SAM 2 checkpoint, Hugging Face id (facebook/sam2.1-hiera-tiny, "
                    "from the HF cache) or config name (default: bundled demo model)")
@@ -288,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frame", type=int, default=0, help="frame the prompts are on (default 0)")
     p.add_argument("--agent", default="sam2", help="sam2 | samurai | dam4sam | agent file")
     _add_model_args(p)
+    _add_precision_arg(p)
     p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of overlay.mp4")
@@ -311,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=32, help="frames per video")
     p.add_argument("--size", type=int, default=256, help="video side in pixels (the demo model was trained at 256)")
     _add_model_args(p)
+    _add_precision_arg(p)
     p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -322,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="which held-out video of the suite (index)")
     p.add_argument("--frames", type=int, default=48)
     _add_model_args(p)
+    _add_precision_arg(p)
     p.add_argument("--out", default=None, help="output folder (default: a new sam2rl-fast-demo-<time>)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")

@@ -85,7 +85,7 @@ def scored_frames(video: DatasetVideo) -> list[int]:
 
 
 def track_video(video: DatasetVideo, agent, model, masks_dir: Path | None = None,
-                name: str | None = None, bar=None) -> VideoRun:
+                name: str | None = None, bar=None, precision: str = "fp32") -> VideoRun:
     """Track `video` with `agent`, write its palette masks to `masks_dir/<video>/`, score it."""
     gt = video.ground_truth()
     prompt = gt.prompt()
@@ -102,7 +102,7 @@ def track_video(video: DatasetVideo, agent, model, masks_dir: Path | None = None
     if masks_dir is not None:
         folder = masks_dir / video.name
         folder.mkdir(parents=True, exist_ok=True)
-    tracker = FastTracker(video.open(), agent=agent, model=model, prompt=prompt)
+    tracker = FastTracker(video.open(), agent=agent, model=model, prompt=prompt, precision=precision)
     H, W = tracker.H, tracker.W
     order = [tracker.obj_ids.index(o) for o in ids]
     ms, n_tracked, f_next = 0.0, 0, 0
@@ -147,7 +147,7 @@ def track_video(video: DatasetVideo, agent, model, masks_dir: Path | None = None
 
 def evaluate_dataset(dataset: Dataset, agents, model, out: Path | None = None, *,
                      names: list[str] | None = None, progress: bool = True,
-                     log=print) -> dict[str, list[VideoRun]]:
+                     log=print, precision: str = "fp32") -> dict[str, list[VideoRun]]:
     """Every agent on every video of `dataset`; masks and the toolkit's CSVs under `out/<agent>/`."""
     names = names or [str(a) for a in agents]
     runs: dict[str, list[VideoRun]] = {n: [] for n in names}
@@ -163,7 +163,8 @@ def evaluate_dataset(dataset: Dataset, agents, model, out: Path | None = None, *
             for agent, name in zip(agents, names):
                 if bar is not None:
                     bar.set_postfix(video=video.name, agent=name)
-                run = track_video(video, agent, model, None if out is None else out / name, name, bar)
+                run = track_video(video, agent, model, None if out is None else out / name, name, bar,
+                                  precision)
                 runs[name].append(run)
     finally:
         if bar is not None:

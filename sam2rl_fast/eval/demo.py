@@ -41,7 +41,7 @@ DEMO_AGENTS = ("sam2", "samurai", "dam4sam")
 
 def run_demo(model, out: Path, seed_index: int | None = None, num_frames: int = 48,
              size: int = 256, agents=None, progress: bool = True, shown_dir=None,
-             suite: str | None = None) -> list[dict]:
+             suite: str | None = None, precision: str = "fp32") -> list[dict]:
     """Track the demo video with each agent; write overlay.mp4, overlay.gif, summary.json
     into `out` (`shown_dir`: where the files end up, when `out` is a staging folder)."""
     suite = suite or DEMO_SUITE
@@ -56,10 +56,11 @@ def run_demo(model, out: Path, seed_index: int | None = None, num_frames: int = 
     print(f"demo video: {video.name}, {num_frames} frames {size}x{size}, {len(prompt)} targets; "
           f"agents: {', '.join(agents)}")
     # Warm-up (first-call allocations, lazy inits) so that the FPS column compares agents.
-    FastTracker(video.frames[:3], model=model, prompt=prompt).run()
+    FastTracker(video.frames[:3], model=model, prompt=prompt, precision=precision).run()
     scores, runs = [], {}
     for agent in agents:
-        tr = FastTracker(video.frames, agent=agent, model=model, prompt=prompt, progress=progress)
+        tr = FastTracker(video.frames, agent=agent, model=model, prompt=prompt, progress=progress,
+                         precision=precision)
         res = tr.run()
         m = evaluate_video(res.masks, gt)
         scores.append(VideoScore(suite, seeds[seed_index], agent, m["J"], m["F"], m["JF"],

@@ -46,7 +46,7 @@ def prompts_from_ground_truth(masks: np.ndarray, first_only: bool = False) -> di
 
 def evaluate_agents(suites, agents, model, *, split="heldout", num_videos=4, num_frames=32,
                     size=256, first_target_only=False, seeds=None, progress=None,
-                    log=print) -> list[VideoScore]:
+                    log=print, precision: str = "fp32") -> list[VideoScore]:
     """Track `num_videos` videos of each suite with each agent; one `VideoScore` per pair.
 
     `model` is a built sam2 predictor (shared by all agents, so they differ only in memory).
@@ -72,7 +72,8 @@ def evaluate_agents(suites, agents, model, *, split="heldout", num_videos=4, num
             continue
         gt = video.masks[:, list(prompt)]
         for agent in agents:
-            res = FastTracker(video.frames, agent=agent, model=model, prompt=prompt).run()
+            res = FastTracker(video.frames, agent=agent, model=model, prompt=prompt,
+                              precision=precision).run()
             m = evaluate_video(res.masks, gt)
             name = agent_name(agent)
             scores.append(VideoScore(suite, seed, str(name), m["J"], m["F"], m["JF"], res.fps,

@@ -41,6 +41,7 @@ _parse_prompt = parse_prompt  # its name before prompts.py
 
 # Per-frame timings (ms). "frame" is the whole step after decoding, recorded instead of the
 # stages when they are not timed one by one (profile=False: no CUDA sync between stages).
+PRECISIONS = ("fp32", "bf16")
 STAGES = ("decode", "preprocess", "image_encoder", "memory_attention", "sam_heads", "memory_encoder",
           "policy", "frame")
 
@@ -127,6 +128,10 @@ class FastTracker:
             where it is faster than stock; stock's on GPUs until the tensor-core kernel lands).
         fast_linears: on the CPU, run the model's fp32 Linear layers through oneDNN's
             prepacked kernels while tracking (see `sam2rl_fast.model.cpu_linear`).
+        precision: "fp32" (default; exact against stock sam2 in fp32) or "bf16": every stage
+            under `torch.autocast(dtype=torch.bfloat16)`, as SAM 2 runs on GPUs (on a CPU
+            this pays where it has AVX512-BF16 or AMX; masks agree with fp32 to a few
+            boundary pixels, docs/memory-bank.md). The bank stores bf16 either way.
         num_frames: the length of a stream whose length is unknown (a generator, a camera).
             SAM 2 normalises object-pointer distances by min(num_frames, 16): without it a
             stream shorter than 16 frames gets slightly different masks than the same frames
@@ -140,7 +145,10 @@ class FastTracker:
     def __init__(self, video, agent="sam2", model=None, prompt=None, device=None, *,
                  config: str | None = None, image_size: int | None = None, capacity: int = 7,
                  fast_attention: bool | None = None, fast_linears: bool = True, progress: bool = False,
-                 profile: bool | None = None, num_frames: int | None = None):
+                 profile: bool | None = None, num_frames: int | None = None, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.video = open_video(video)
         if num_frames is not None:
             if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
@@ -238,8 +246,11 @@ class FastTracker:
 
             bar = tqdm(total=T, desc=f"tracking ({self.policy.name})", unit="frame")
         t_prev = time.perf_counter()
-        # The model's Linear layers run through oneDNN while tracking, restored afterwards.
-        linears = packed_linears(self.model, enabled=self.fast_linears and self.device.type == "cpu")
+        # The model's Linear layers run through oneDNN while tracking, restored afterwards
+        # (fp32 kernels: under bf16 autocast, autocast's own bf16 linears run instead).
+        bf16 = self.precision == "bf16"
+        linears = packed_linears(self.model, enabled=self.fast_linears and self.device.type == "cpu"
+                                 and not bf16)
         try:
             with linears:
                 f = -1
@@ -254,8 +265,11 @@ class FastTracker:
                     t_frame = time.perf_counter()
                     timings = {"decode": decode_ms}
                     tm = timings if self.profile else None  # None: stages are not timed
-                    feats = self.step.encode_image(frame, tm)  # once for every cohort
-                    out = self._output(f, [(c, self._cohort_step(c, f, feats, T, tm)) for c in active])
+                    # autocast per frame, not across the yield (it is thread state: the
+                    # caller's code between frames must not run under it)
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                        feats = self.step.encode_image(frame, tm)  # once for every cohort
+                        out = self._output(f, [(c, self._cohort_step(c, f, feats, T, tm)) for c in active])
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     if not self.profile:

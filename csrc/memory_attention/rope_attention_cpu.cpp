@@ -14,6 +14,9 @@
 // - otherwise (or SAM2RL_FAST_CPU_ATTENTION=blas, or Dv % 8 != 0): ATen's BLAS
 //   (MKL/OpenBLAS, single-threaded inside at::parallel_for; ~210 GFLOP/s there).
 // The softmax and rotation loops are the ISA-dispatched loops of cpu_kernels.h.
+// bfloat16 inputs: with AVX512-BF16 (checked at run time) the same schedule on bf16 operands
+// with fp32 scores, softmax and accumulators (cpu_avx512_bf16.h); elsewhere the fp32 kernel
+// on fp32 copies. Output in the inputs' dtype, lse in fp32.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
@@ -28,6 +31,7 @@
 #include "common/format.h"
 #include "memory_attention/attention_math.h"
 #include "memory_attention/cpu_avx512.h"
+#include "memory_attention/cpu_avx512_bf16.h"
 #include "memory_attention/cpu_kernels.h"
 #include "memory_attention/rope_attention.h"
 
@@ -248,6 +252,92 @@ void run_jobs_avx512(const Problem& p, int64_t job0, int64_t job1) {
     }
   }
 }
+#ifdef S2F_HAVE_AVX512BF16_KERNELS
+// The bf16 problem: q, k, v and out in bf16, everything computed from them in fp32.
+struct ProblemBf16 {
+  const uint16_t* q;
+  const uint16_t* k;
+  const uint16_t* v;
+  const float* c2;
+  const float* s2;
+  uint16_t* out;
+  float* lse;
+  int64_t Nq, D, M, Dv, n_rope, n_qt;
+  float scale;
+};
+
+// AVX512-BF16 path: run_jobs_avx512's schedule with bf16 operands packed in pairs along the
+// reduced dimension (queries once per tile, keys and values once per key block, softmax
+// weights once per tile and block). Needs Dv % 8 == 0 and an even D.
+S2F_AVX512BF16 void run_jobs_avx512_bf16(const ProblemBf16& p, int64_t job0, int64_t job1) {
+  namespace kb = cpu::avx512bf16;
+  using kb::bf16;
+  static_assert(kQ % kb::kStrip == 0 && kK % kb::kRows == 0, "tiles must hold whole micro tiles");
+  const int64_t n_jobs = job1 - job0, D = p.D, Dv = p.Dv, n_qt = p.n_qt;
+  std::vector<bf16> qrT2(n_jobs * kQ * D, 0);  // per job: kQ / 32 strips [D / 2][32][2]
+  std::vector<float> accT(n_jobs * Dv * kQ, 0.0f), src(D), row(D);
+  std::vector<SoftmaxState> st(n_jobs * kQ, softmax_init());
+  std::vector<bf16> kr(kK * D), vt2(Dv * kK), pt2(kK * kQ);
+  std::vector<float> sT(kK * kQ);
+  auto widen = [&](const bf16* x) {
+    for (int64_t d = 0; d < D; ++d) src[d] = kb::from_bf16(x[d]);
+  };
+  for (int64_t job = job0; job < job1; ++job) {
+    const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, p.Nq - q0);
+    bf16* dst = &qrT2[(job - job0) * kQ * D];
+    for (int64_t i = 0; i < nq; ++i) {
+      widen(p.q + (b * p.Nq + q0 + i) * D);
+      cpu::rotate_row(src.data(), p.c2 + (q0 + i) * D, p.s2 + (q0 + i) * D, p.scale, row.data(), D);
+      bf16* strip = dst + (i / kb::kStrip) * kb::kStrip * D + 2 * (i % kb::kStrip);
+      for (int64_t q = 0; q < D / 2; ++q) {
+        strip[q * 2 * kb::kStrip] = kb::to_bf16(row[2 * q]);
+        strip[q * 2 * kb::kStrip + 1] = kb::to_bf16(row[2 * q + 1]);
+      }
+    }
+  }
+  for (int64_t jb = job0; jb < job1;) {  // jobs of one batch entry b at a time
+    const int64_t b = jb / n_qt, je = std::min(job1, (b + 1) * n_qt);
+    for (int64_t k0 = 0; k0 < p.M; k0 += kK) {
+      const int64_t nk = std::min(kK, p.M - k0);
+      const int64_t nk8 = (nk + kb::kRows - 1) / kb::kRows * kb::kRows, nk2 = (nk + 1) / 2 * 2;
+      for (int64_t j = 0; j < nk; ++j) {  // rotated keys, rounded back to bf16
+        const int64_t key = k0 + j;
+        widen(p.k + (b * p.M + key) * D);
+        const float* r = src.data();
+        if (key < p.n_rope) {
+          const int64_t t = key % p.Nq;
+          cpu::rotate_row(src.data(), p.c2 + t * D, p.s2 + t * D, 1.0f, row.data(), D);
+          r = row.data();
+        }
+        for (int64_t d = 0; d < D; ++d) kr[j * D + d] = kb::to_bf16(r[d]);
+      }
+      std::fill(kr.begin() + nk * D, kr.begin() + nk8 * D, bf16(0));
+      const bf16* vb = p.v + (b * p.M + k0) * Dv;  // values [nk, Dv] -> [Dv][nk2 / 2][2]
+      for (int64_t c = 0; c < Dv; ++c)
+        for (int64_t j = 0; j < nk2; ++j) vt2[c * nk2 + j] = j < nk ? vb[j * Dv + c] : bf16(0);
+      for (int64_t job = jb; job < je; ++job) {
+        const int64_t idx = job - job0;
+        kb::scores_T(kr.data(), nk8, D, &qrT2[idx * kQ * D], kQ, sT.data(), kQ);
+        softmax_block_T(sT.data(), nk, &st[idx * kQ], &accT[idx * Dv * kQ], Dv);
+        kb::pack_pt2(sT.data(), nk, kQ, pt2.data());
+        kb::pv_T(vt2.data(), nk2, Dv, pt2.data(), kQ, &accT[idx * Dv * kQ], kQ);
+      }
+    }
+    jb = je;
+  }
+  for (int64_t job = job0; job < job1; ++job) {
+    const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, p.Nq - q0);
+    const float* a = &accT[(job - job0) * Dv * kQ];
+    for (int64_t i = 0; i < nq; ++i) {
+      const SoftmaxState& si = st[(job - job0) * kQ + i];
+      const float inv = 1.0f / si.l;
+      for (int64_t c = 0; c < Dv; ++c)
+        p.out[(b * p.Nq + q0 + i) * Dv + c] = kb::to_bf16(a[c * kQ + i] * inv);
+      p.lse[b * p.Nq + q0 + i] = softmax_lse(si);
+    }
+  }
+}
+#endif
 #endif
 
 // SAM2RL_FAST_CPU_ATTENTION=blas forces the portable path (for tests and comparisons).
@@ -261,16 +351,31 @@ bool use_avx512(int64_t Dv) {
 #endif
 }
 
-std::tuple<at::Tensor, at::Tensor> rope_attention_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                      const at::Tensor& v_in, int64_t side,
-                                                      int64_t num_k_exclude_rope, double scale,
-                                                      double theta) {
-  check_rope_attention_args(q_in, k_in, v_in, side, num_k_exclude_rope);
-  TORCH_CHECK(q_in.scalar_type() == at::kFloat, "sam2rl_fast: the CPU rope_attention is float32");
-  const auto q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+// bf16 inputs on the AVX512-BF16 kernels: the CPU has them and the shapes fit
+// (SAM2RL_FAST_CPU_ATTENTION=fp32 or =blas forces the fp32 kernels on fp32 copies).
+bool use_avx512_bf16(int64_t D, int64_t Dv) {
+#ifdef S2F_HAVE_AVX512BF16_KERNELS
+  static const bool cpu_has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+  }();
+  const char* env = std::getenv("SAM2RL_FAST_CPU_ATTENTION");
+  return cpu_has && Dv % cpu::avx512bf16::kRows == 0 && D % 2 == 0 &&
+         !(env && (std::string(env) == "blas" || std::string(env) == "fp32"));
+#else
+  (void)D;
+  (void)Dv;
+  return false;
+#endif
+}
+
+std::tuple<at::Tensor, at::Tensor> rope_attention_fp32(const at::Tensor& q, const at::Tensor& k,
+                                                       const at::Tensor& v, int64_t side,
+                                                       int64_t num_k_exclude_rope, double scale,
+                                                       const std::vector<float>& c2,
+                                                       const std::vector<float>& s2) {
   const int64_t B = q.size(0), Nq = q.size(1), D = q.size(2), M = k.size(1), Dv = v.size(2);
-  std::vector<float> c2, s2;
-  rope_table(side, D, static_cast<float>(theta), c2, s2);
   auto out = at::empty({B, Nq, Dv}, q.options());
   auto lse = at::empty({B, Nq}, q.options());
   const Problem p{q.const_data_ptr<float>(), k.const_data_ptr<float>(), v.const_data_ptr<float>(),
@@ -285,6 +390,41 @@ std::tuple<at::Tensor, at::Tensor> rope_attention_cpu(const at::Tensor& q_in, co
     run_jobs_blas(p, job0, job1);
   });
   return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor> rope_attention_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
+                                                      const at::Tensor& v_in, int64_t side,
+                                                      int64_t num_k_exclude_rope, double scale,
+                                                      double theta) {
+  check_rope_attention_args(q_in, k_in, v_in, side, num_k_exclude_rope);
+  const auto dtype = q_in.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16,
+              "sam2rl_fast: the CPU rope_attention takes float32 or bfloat16");
+  const auto q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+  const int64_t B = q.size(0), Nq = q.size(1), D = q.size(2), M = k.size(1), Dv = v.size(2);
+  std::vector<float> c2, s2;
+  rope_table(side, D, static_cast<float>(theta), c2, s2);
+  if (dtype == at::kFloat)
+    return rope_attention_fp32(q, k, v, side, num_k_exclude_rope, scale, c2, s2);
+#ifdef S2F_HAVE_AVX512BF16_KERNELS
+  if (use_avx512_bf16(D, Dv)) {
+    auto out = at::empty({B, Nq, Dv}, q.options());
+    auto lse = at::empty({B, Nq}, q.options().dtype(at::kFloat));
+    auto bits = [](const at::Tensor& t) { return reinterpret_cast<const uint16_t*>(t.const_data_ptr()); };
+    const ProblemBf16 p{bits(q), bits(k), bits(v), c2.data(), s2.data(),
+                        reinterpret_cast<uint16_t*>(out.data_ptr()), lse.data_ptr<float>(),
+                        Nq, D, M, Dv, M - num_k_exclude_rope, (Nq + kQ - 1) / kQ,
+                        static_cast<float>(scale)};
+    at::parallel_for(0, B * p.n_qt, 1, [&](int64_t job0, int64_t job1) {
+      run_jobs_avx512_bf16(p, job0, job1);
+    });
+    return {out, lse};
+  }
+#endif
+  // no AVX512-BF16 here: the fp32 kernels on fp32 copies, the output rounded to bf16
+  auto [out, lse] = rope_attention_fp32(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), side,
+                                        num_k_exclude_rope, scale, c2, s2);
+  return {out.to(at::kBFloat16), lse};
 }
 
 }  // namespace

@@ -24,6 +24,10 @@ so checkpoints load into either. What changes is how the 4 layers are computed:
   projection. The CUDA `rope_attention` kernel (one warp per query, no tensor cores) is
   ~50x slower than stock SDPA, so CUDA does not use it; a tensor-core split-KV kernel is
   pending.
+- On the CPU in bfloat16 (under bf16 autocast, or bf16 inputs: `FastTracker(precision=
+  "bf16")`) the attention cores are the same op on bf16 q, k, v with fp32 scores, softmax
+  and accumulation (AVX512-BF16 micro-kernels where the CPU has them, else the fp32
+  kernels on fp32 copies); the projections run as autocast runs them.
 - On the CPU in float32 the projections and the MLP run through oneDNN's prepacked fp32
   linear when this torch has it (AVX-512 where present; ATen's `F.linear` goes to MKL,
   which runs AVX2 code on AMD CPUs), else through `F.linear`.
@@ -234,18 +238,24 @@ class FastMemoryAttention(nn.Module):
                 any(t.requires_grad for t in (curr, memory, curr_pos, memory_pos))
                 or any(p.requires_grad for p in self.parameters()))):
             return self._stock(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
-        fused = curr.device.type == "cpu" and curr.dtype == torch.float32 and not autocast
-        return self._forward_fast(curr, memory, curr_pos, memory_pos, side, n_ptr, fused)
+        cpu = curr.device.type == "cpu"
+        # bf16 on the CPU (autocast to bf16, or bf16 inputs): the op's bf16 kernels
+        bf16 = cpu and ((autocast and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+                        or (not autocast and curr.dtype == torch.bfloat16))
+        fused = bf16 or (cpu and curr.dtype == torch.float32 and not autocast)
+        return self._forward_fast(curr, memory, curr_pos, memory_pos, side, n_ptr, fused, bf16)
 
-    def _forward_fast(self, curr, memory, curr_pos, memory_pos, side, n_ptr, fused):
+    def _forward_fast(self, curr, memory, curr_pos, memory_pos, side, n_ptr, fused, bf16=False):
         x = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
         x = x.transpose(0, 1).contiguous()  # [B, Nq, d]
         qpos = curr_pos.transpose(0, 1)  # [B, Nq, d]
         mem = memory.transpose(0, 1).contiguous()  # [B, M, C]
         cos, sin = self._rope_tables(side, x.device, torch.float32 if fused else x.dtype)
-        packed = fused and onednn_linear_available()
+        packed = fused and not bf16 and onednn_linear_available()  # oneDNN's fp32 linears
 
         def attend(q, k, v, cross):
+            if bf16:  # the op in bf16 (fp32 accumulation); the projections ran under autocast
+                q, k, v = q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)
             if fused:  # self-attention: one "memory frame" (the grid itself), 256-d values
                 return rope_attention(q, k, v, side, n_ptr if cross else 0)[0]
             if cross:

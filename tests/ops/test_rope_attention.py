@@ -91,10 +91,35 @@ def test_bad_input(args, match):
         rope_attention(q, k, v, args.get("side", 4), args.get("n_ptr", 3))
 
 
-def test_cpu_needs_fp32():
-    q, k, v = inputs(1, 4, 1, 0, dtype=torch.bfloat16)
-    with pytest.raises(RuntimeError, match="float32"):
+def test_cpu_takes_fp32_or_bf16_only():
+    q, k, v = inputs(1, 4, 1, 0, dtype=torch.float16)
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
         rope_attention(q, k, v, 4)
+
+
+# bf16 on the CPU: the AVX512-BF16 kernels where the CPU has them ("auto"), the fp32 kernels
+# on fp32 copies elsewhere (forced by SAM2RL_FAST_CPU_ATTENTION=fp32): both against fp64.
+@pytest.mark.parametrize("path", ["auto", "fp32"])
+@pytest.mark.parametrize("B,side,n_mem,n_ptr,D,Dv", [
+    (2, 16, 3, 16, 256, 64), (1, 12, 1, 0, 256, 256), (3, 7, 2, 5, 64, 64), (1, 5, 7, 64, 256, 64)])
+def test_cpu_bf16_vs_fp64(monkeypatch, path, B, side, n_mem, n_ptr, D, Dv):
+    if path == "fp32":
+        monkeypatch.setenv("SAM2RL_FAST_CPU_ATTENTION", "fp32")
+    q, k, v = inputs(B, side, n_mem, n_ptr, D, Dv, dtype=torch.bfloat16)
+    out, lse = rope_attention(q, k, v, side, n_ptr)
+    assert out.dtype == torch.bfloat16 and lse.dtype == torch.float32
+    ref, ref_lse = rope_attention_ref(q.double(), k.double(), v.double(), side, n_ptr)
+    assert rel_err(out, ref) <= 1e-2 and rel_err(lse, ref_lse) <= 1e-3
+    torch.library.opcheck(torch.ops.sam2rl_fast.rope_attention.default, (q, k, v, side, n_ptr, D ** -0.5, 10000.0))
+
+
+def test_cpu_bf16_propagates_nan():
+    q, k, v = inputs(1, 8, 2, 3, dtype=torch.bfloat16)
+    q[0, 5, 7] = float("nan")
+    v[0, 70, 1] = float("nan")  # a value every query reads
+    out, _ = rope_attention(q, k, v, 8, 3)
+    assert out[0, 5].isnan().all()  # the poisoned query's scores
+    assert out[0, :, 1].isnan().all() and not out[0, 4, 0].isnan()
 
 
 @pytest.mark.cuda
@@ -127,3 +152,21 @@ def test_torch_compile_fullgraph():
     out, lse = attend(q, k, v)
     ref, ref_lse = rope_attention_ref(q.double(), k.double(), v.double(), 12, 8)
     assert rel_err(out, 2 * ref) <= 1e-4 and rel_err(lse, ref_lse) <= 1e-4
+
+
+def _cpu_flags() -> set:
+    try:
+        return {f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split()}
+    except OSError:
+        return set()
+
+
+@pytest.mark.skipif("avx512_bf16" not in _cpu_flags(), reason="the CPU has no AVX512-BF16")
+def test_cpu_bf16_kernel_runs_where_the_cpu_has_it(monkeypatch):
+    """Guards the test above: on an AVX512-BF16 CPU, "auto" is the bf16 kernel (its rounding
+    differs from the fp32 kernels'), not a silent fallback."""
+    q, k, v = inputs(1, 16, 2, 8, dtype=torch.bfloat16)
+    auto = rope_attention(q, k, v, 16, 8)[0]
+    monkeypatch.setenv("SAM2RL_FAST_CPU_ATTENTION", "fp32")
+    fallback = rope_attention(q, k, v, 16, 8)[0]
+    assert not torch.equal(auto, fallback) and rel_err(auto, fallback) <= 1e-2

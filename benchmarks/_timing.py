@@ -1,7 +1,10 @@
-"""Timing shared by the benchmarks: median wall time, synchronising around CUDA work."""
+"""Shared by the benchmarks: median wall time (synchronising around CUDA work), and the
+machine they ran on (CPU model and the ISA flags that decide our kernels: Zen 4 and Zen 5
+differ 2x on the same AVX-512 code)."""
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 
@@ -22,3 +25,26 @@ def median_time(fn, device: str, reps: int, warmup: int = 3) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_info() -> str:
+    """"<CPU model> (<ISA flags>)" from /proc/cpuinfo (the platform's name elsewhere)."""
+    name, flags = platform.processor() or platform.machine(), []
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return f"{name} ({', '.join(flags) or 'no ISA flags read'})"
+
+
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's model and ISA flags."""
+    return torch.cuda.get_device_name() if device == "cuda" else cpu_info()

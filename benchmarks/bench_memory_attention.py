@@ -18,7 +18,6 @@ does fewer FLOPs; its GFLOP/s column divides the same stock count by our time (a
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 import torch._inductor.config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import median_time  # noqa: E402
+from benchmarks._timing import device_name, median_time  # noqa: E402
 from sam2rl_fast import FastMemoryAttention  # noqa: E402
 from tests.helpers import (  # noqa: E402
     build_random_predictor,
@@ -75,18 +74,6 @@ def load_average() -> str:
         return open("/proc/loadavg").read().split()[0]
     except OSError:
         return "?"
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def main():

@@ -14,14 +14,13 @@ of the group's bank rows, then `memory_gather`).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import median_time  # noqa: E402
+from benchmarks._timing import device_name, median_time  # noqa: E402
 from sam2rl_fast.ops import memory_append, memory_gather, memory_gather_varlen  # noqa: E402
 from tests.helpers import random_bank_inputs  # noqa: E402
 
@@ -89,7 +88,7 @@ def main():
     ap.add_argument("--reps", type=int, default=50)
     args = ap.parse_args()
     dev = args.device
-    name = torch.cuda.get_device_name() if dev == "cuda" else platform.processor() or "cpu"
+    name = device_name(dev)
     print(f"# device: {dev} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'op':<8}{'img':>6}{'B':>4}{'M':>8}{'stock ms':>11}{'ours ms':>10}{'GB/s':>8}{'speed-up':>10}")
     N, P, C = 7, 16, 64

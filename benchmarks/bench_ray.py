@@ -27,21 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def cpu_info() -> str:
-    name, flags = platform.processor() or platform.machine(), []
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                have = set(line.split(":", 1)[1].split())
-                flags = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
-                         if f in have]
-    except OSError:
-        pass
-    return f"{name} ({', '.join(flags) or 'no ISA flags read'})"
+from benchmarks._timing import cpu_info  # noqa: E402
 
 
 def load() -> str:

@@ -20,7 +20,6 @@ per-lane overheads; the memory-conditioned part is paid on both paths.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._timing import device_name
 from sam2rl_fast.data.synthetic import generate_video
 from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.rl import EpisodeBatch, EpisodeVideo, FeatureCache, Lane
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     v = generate_video("occlusion", 1_000_000, num_frames=args.frames, height=256, width=256)
     steps = args.frames - 2
     rng = np.random.default_rng(0)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    print(f"# {device_name(args.device)}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, device {args.device}, {name} 256 px, "
           f"{args.frames}-frame episodes ({steps} decisions), {time.strftime('%Y-%m-%d')}")
 

@@ -7,7 +7,12 @@ counted); "ours fps" counts frames 1.. without JPEG decode and resize (stock did
 Masks are checked to agree (mean IoU) before the times are trusted.
 
     python benchmarks/bench_tracker.py [--device cuda] [--sizes 256 512] [--objects 1 4]
-        [--frames 12] [--lengths 100 1000] [--vos]
+        [--frames 12] [--lengths 100 1000] [--vos] [--bf16]
+
+`--bf16` adds the whole job (frame decoding, resizing and frame 0 included: stock's
+`init_state` + `propagate_in_video`, our `run()`) for stock fp32, stock under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (what a user tries first) and ours with
+`precision="bf16"`, with our masks' IoU against stock fp32.
 
 `--lengths` measures what each tracker holds after N frames at 256 px (stock: its
 inference state, which keeps every frame's outputs and the whole resized video; ours:
@@ -18,7 +23,6 @@ the memory bank, preallocated). `--vos` also times stock with `vos_optimized=Tru
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._timing import device_name  # noqa: E402
 from sam2rl_fast import FastTracker  # noqa: E402
 from tests.helpers import (  # noqa: E402
     SAM2_CONFIGS,
@@ -48,6 +53,16 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def run_stock_job(p, folder, masks, device, bf16=False):
+    """Seconds for the whole stock job: decode + resize (init_state), prompts, propagation."""
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        _, m, _ = run_stock(p, folder, masks, device)
+    sync(device)
+    return time.perf_counter() - t0, m
+
+
 def run_stock(p, folder, masks, device):
     state = p.init_state(folder)
     for k in range(masks.shape[1]):
@@ -59,9 +74,9 @@ def run_stock(p, folder, masks, device):
     return time.perf_counter() - t0, np.stack([out[f] for f in sorted(out)]), state
 
 
-def run_ours(p, video, masks, device, fast=None, profile=None):
+def run_ours(p, video, masks, device, fast=None, profile=None, precision="fp32"):
     tr = FastTracker(video, model=p, prompt={k: masks[0, k] for k in range(masks.shape[1])},
-                     fast_attention=fast, profile=profile)
+                     fast_attention=fast, profile=profile, precision=precision)
     sync(device)
     t0 = time.perf_counter()
     res = tr.run()
@@ -100,15 +115,16 @@ def main():
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--lengths", type=int, nargs="*", default=[])
     ap.add_argument("--vos", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="also the whole job in bf16 (see above)")
     args = ap.parse_args()
     dev = args.device
-    name = torch.cuda.get_device_name() if dev == "cuda" else platform.processor() or "cpu"
+    name = device_name(dev)
     print(f"# device: {dev} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.config} tiny, random weights, {args.frames} frames, mask prompts")
     tmp = Path(tempfile.mkdtemp())
     print(f"{'img':>5}{'obj':>4}{'stock fps':>11}{'ours fps':>10}{'speed-up':>10}{'e2e fps':>9}{'IoU':>7}  attention"
           + ("   vos fps  ours/vos" if args.vos else ""))
-    profiles = {}
+    profiles, jobs = {}, []
     for size in args.sizes:
         p = build(args.config, size, dev)
         for n in args.objects:
@@ -135,6 +151,13 @@ def main():
                 t_v, _, _ = run_stock(pv, folder, masks, dev)
                 line += f"{T / t_v:>10.2f}{fps_o / (T / t_v):>9.2f}x"
             print(line, flush=True)
+            if args.bf16:
+                run_ours(p, folder, masks, dev, precision="bf16")  # warm-up (oneDNN's bf16 kernels)
+                run_stock_job(p, folder, masks, dev, bf16=True)
+                t_f32, m_f32 = run_stock_job(p, folder, masks, dev)
+                t_b16, _ = run_stock_job(p, folder, masks, dev, bf16=True)
+                t_ours, res_b, _ = run_ours(p, folder, masks, dev, precision="bf16")
+                jobs.append((size, n, t_f32, t_b16, t_ours, mean_iou(res_b.masks, m_f32)))
             if dev == "cuda":  # the stage profile needs a run with per-stage syncs
                 _, res, _ = run_ours(p, folder, masks, dev, profile=True)
             profiles[(size, n)] = {k: float(v[res.tracked][1:].mean()) for k, v in res.timings.items()
@@ -144,6 +167,13 @@ def main():
     print(f"{'img':>5}{'obj':>4}" + "".join(f"{s:>18}" for s in stages))
     for (size, n), prof in profiles.items():
         print(f"{size:>5}{n:>4}" + "".join(f"{prof[s]:>18.1f}" for s in stages))
+    if jobs:
+        print(f"\n# whole job ({args.frames} frames, decoding included): stock fp32, stock under bf16 "
+              "autocast, ours precision='bf16' (IoU: ours bf16 vs stock fp32)")
+        print(f"{'img':>5}{'obj':>4}{'stock fp32 s':>14}{'stock bf16 s':>14}{'ours bf16 s':>13}"
+              f"{'vs fp32':>9}{'vs bf16':>9}{'IoU':>7}")
+        for size, n, a, b, c, iou in jobs:
+            print(f"{size:>5}{n:>4}{a:>14.2f}{b:>14.2f}{c:>13.2f}{a / c:>8.2f}x{b / c:>8.2f}x{iou:>7.3f}")
     if args.lengths:
         print("\n# memory held after N frames (256 px, 1 object): stock inference state vs our bank")
         print(f"{'frames':>7}{'stock MiB':>11}{'ours MiB':>10}")

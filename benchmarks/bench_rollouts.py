@@ -12,6 +12,7 @@ Same model (the bundled demo model, 256 px), same synthetic video, same random d
 
     python benchmarks/bench_rollouts.py [--lanes 1 8 16 32] [--frames 24] [--device cpu]
         [--model sam2.1_hiera_t]   # random weights at 256 px: Meta's tiny architecture
+        [--bf16]                   # also the fast path under bf16 autocast
 
 The rate ratio depends on the model: the cache saves the image encoder, batching the
 per-lane overheads; the memory-conditioned part is paid on both paths.
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--naive-episodes", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--model", default=None, help="checkpoint or config (default: the bundled demo model)")
+    ap.add_argument("--bf16", action="store_true", help="also the fast path with precision='bf16'")
     args = ap.parse_args(argv)
 
     model = build_model(args.model, device=args.device, image_size=256 if args.model else None)
@@ -107,6 +109,14 @@ def main(argv=None) -> int:
         rate = n * steps / s
         diff = float(np.abs(r[:, 0] - naive_r[0]).max())
         print(f"{'fast (cached, batched)':<34}{n:>6}{rate:>10.1f}{rate / naive_rate:>9.2f}x{diff:>10.1e}")
+        if args.bf16:  # the same episodes under bf16 autocast (rewards differ by rounding)
+            fast = EpisodeBatch(fast_video, model, n, reward="iou", precision="bf16")
+            run_episodes(fast, [Lane(0, 0, 0)] * n, a[:3])
+            s, r = run_episodes(fast, [Lane(0, 0, 0)] * n, a)
+            fast.close()
+            rate = n * steps / s
+            diff = float(np.abs(r[:, 0] - naive_r[0]).max())
+            print(f"{'fast, precision bf16':<34}{n:>6}{rate:>10.1f}{rate / naive_rate:>9.2f}x{diff:>10.1e}")
 
     # stock propagate_in_video on the same video (JPEG folder, as sam2 reads videos)
     with tempfile.TemporaryDirectory() as tmp:

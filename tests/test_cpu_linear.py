@@ -43,3 +43,36 @@ def test_inference_tensors_as_weights():
 
         y = packed_linear(x, w, lin.bias, PackedWeight())
         assert rel_err(y, nn.functional.linear(x, w, lin.bias)) <= 1e-6
+
+
+def test_availability_checked_outside_autocast():
+    """The first call may come under bf16 autocast (FastTracker(precision="bf16")): the
+    check itself must not run under it (it once cached False for the whole process)."""
+    from sam2rl_fast.model import cpu_linear
+
+    cpu_linear.onednn_linear_available.cache_clear()
+    cpu_linear.onednn_bf16_linear_available.cache_clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cpu_linear.onednn_linear_available()
+        cpu_linear.onednn_bf16_linear_available()
+
+
+def test_under_bf16_autocast_the_packed_copy_is_bf16():
+    from sam2rl_fast.model.cpu_linear import onednn_bf16_linear_available
+
+    net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 32))
+    x = torch.randn(5, 77, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = net(x)  # autocast's own bf16 linears
+        with packed_linears(net):
+            out = net(x)
+            net[2].bias.add_(1.0)  # a changed bias is seen (the bf16 copy is re-made)
+            out2 = net(x)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    assert rel_err(out.float(), ref.float()) <= 1e-2
+    assert rel_err(out2.float(), ref.float() + 1) <= 1e-2
+    if onednn_bf16_linear_available():  # the packed path ran, not a silent fallback
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), packed_linears(net), \
+                torch.profiler.profile() as prof:
+            net(x)
+        assert any(e.key == "mkldnn::_linear_pointwise" for e in prof.key_averages())

@@ -192,3 +192,18 @@ def test_memory_headroom_measures_fixed_rules_against_stock(video, model, cache)
     _, r, _, _ = _rollout(env, [0] * (T - 2), options={"start": 0, "obj": 0})
     assert row.drop == pytest.approx(r.mean(), abs=1e-6)  # "drop" = always action 0
     assert row.random_best >= row.random_mean and np.isfinite(row.stock) and row.max_pixels >= 0
+
+
+def test_bf16_episodes_track_as_fp32_ones(video, model, cache):
+    eps = prepare_videos([(video.frames, video.masks, "v")], model, cache=cache, progress=False)
+    acts = np.random.default_rng(5).integers(0, 8, (T - 2, 4))
+    ious = {}
+    for precision in ("fp32", "bf16"):
+        b = EpisodeBatch(eps, model, 4, reward="iou", precision=precision)
+        b.reset([Lane(0, 0, 0)] * 4)
+        ious[precision] = np.stack([b.step(a)[1] for a in acts])
+        b.close()
+    assert ious["fp32"].mean() > 0.3  # the target is tracked
+    assert np.abs(ious["bf16"] - ious["fp32"]).mean() <= 0.02
+    with pytest.raises(ValueError, match="precision must be one of"):
+        EpisodeBatch(eps, model, 4, precision="fp16")

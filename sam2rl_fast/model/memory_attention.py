@@ -27,7 +27,7 @@ so checkpoints load into either. What changes is how the 4 layers are computed:
 - On the CPU in bfloat16 (under bf16 autocast, or bf16 inputs: `FastTracker(precision=
   "bf16")`) the attention cores are the same op on bf16 q, k, v with fp32 scores, softmax
   and accumulation (AVX512-BF16 micro-kernels where the CPU has them, else the fp32
-  kernels on fp32 copies); the projections run as autocast runs them.
+  kernels on fp32 copies); the projections on oneDNN's bf16 linears (packed bf16 weights).
 - On the CPU in float32 the projections and the MLP run through oneDNN's prepacked fp32
   linear when this torch has it (AVX-512 where present; ATen's `F.linear` goes to MKL,
   which runs AVX2 code on AMD CPUs), else through `F.linear`.
@@ -251,7 +251,7 @@ class FastMemoryAttention(nn.Module):
         qpos = curr_pos.transpose(0, 1)  # [B, Nq, d]
         mem = memory.transpose(0, 1).contiguous()  # [B, M, C]
         cos, sin = self._rope_tables(side, x.device, torch.float32 if fused else x.dtype)
-        packed = fused and not bf16 and onednn_linear_available()  # oneDNN's fp32 linears
+        packed = fused and onednn_linear_available()  # oneDNN's linears (bf16 ones under autocast)
 
         def attend(q, k, v, cross):
             if bf16:  # the op in bf16 (fp32 accumulation); the projections ran under autocast

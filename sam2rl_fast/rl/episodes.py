@@ -32,6 +32,7 @@ from sam2rl_fast.tracking.step import (
     pick_memory_attention,
     video_masks,
 )
+from sam2rl_fast.tracking.tracker import PRECISIONS
 
 REWARDS = ("iou", "improvement")
 
@@ -79,12 +80,16 @@ class EpisodeBatch:
         obj: the object to track (None: a random object visible on the start frame).
         reward: "iou" (next frame's IoU) or "improvement" (minus the stock rule's IoU on
             that frame, from a stock run of the same window, computed once and cached).
+        precision: "fp32" or "bf16" (the model under bf16 autocast, as
+            `FastTracker(precision="bf16")`; the stock IoUs of "improvement" too).
     """
 
     def __init__(self, videos: list[EpisodeVideo], model, num_lanes: int = 1, *,
                  episode_length: int | None = None, random_window: bool = False,
                  obj: int | None = None, reward: str = "iou", capacity: int = 7,
-                 fast_attention: bool | None = None, fast_linears: bool = True):
+                 fast_attention: bool | None = None, fast_linears: bool = True, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if not videos:
             raise ValueError("no videos to train on")
         if reward not in REWARDS:
@@ -114,13 +119,19 @@ class EpisodeBatch:
         self.obs_dim = obs_size(capacity)
         self._stock_ious: dict[Lane, np.ndarray] = {}
         self._exit = contextlib.ExitStack()
-        # oneDNN-packed Linears for the whole life of the batch (restored by close()).
+        # oneDNN-packed Linears for the whole life of the batch (restored by close()); in bf16
+        # the model runs under autocast around each call (`_precision`), on packed bf16 weights.
+        self.precision = precision
         self._exit.enter_context(packed_linears(model, enabled=fast_linears and model.device.type == "cpu"))
         self.lanes: list[Lane] = []
         self.t = 0
 
     def close(self) -> None:
         self._exit.close()
+
+    def _precision(self):
+        """bf16 autocast for the model's work of one call (as FastTracker(precision="bf16"))."""
+        return torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     # ------------------------------------------------------------------ episodes
     def _valid_starts(self, v: EpisodeVideo, obj: int | None) -> list[tuple[int, int]]:
@@ -167,9 +178,10 @@ class EpisodeBatch:
         st.reset(self.num_lanes)
         H, W = self.videos[lanes[0].video].masks.shape[-2:]
         prompts = [Prompt("mask", mask=self._gt(ln, 0)) for ln in lanes]
-        st.prompt(0, self._features(0), prompts, (H, W), self.L)
-        self.episode_ious = [[] for _ in lanes]
-        return self._advance()
+        with self._precision():
+            st.prompt(0, self._features(0), prompts, (H, W), self.L)
+            self.episode_ious = [[] for _ in lanes]
+            return self._advance()
 
     def _advance(self) -> np.ndarray:
         """Segment and encode frame t+1, return its observations; sets self.ious (frame t+1)."""
@@ -192,8 +204,9 @@ class EpisodeBatch:
         if self.t >= self.L - 1:
             raise RuntimeError("the episodes are over: reset() them")
         slots = actions_to_slots(actions, self.obs.slot_is_cond, self.capacity)
-        self.step_.store(self.t, self.head, self.mem, slots.tolist(), observed=True)
-        obs = self._advance()
+        with self._precision():
+            self.step_.store(self.t, self.head, self.mem, slots.tolist(), observed=True)
+            obs = self._advance()
         ious = self.ious
         stock = np.array([self._stock_ious[ln][self.t] for ln in self.lanes]) \
             if self.reward == "improvement" else None
@@ -224,6 +237,10 @@ class EpisodeBatch:
         todo = list(dict.fromkeys(ln for ln in lanes if ln not in self._stock_ious))
         if not todo:
             return
+        with self._precision():
+            self._track_stock(todo)
+
+    def _track_stock(self, todo) -> None:
         st = TrackingStep(self.model, self.step_.memory_attention, self.capacity)
         st.reset(len(todo))
         H, W = self.videos[todo[0].video].masks.shape[-2:]

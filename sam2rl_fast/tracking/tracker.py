@@ -247,10 +247,9 @@ class FastTracker:
             bar = tqdm(total=T, desc=f"tracking ({self.policy.name})", unit="frame")
         t_prev = time.perf_counter()
         # The model's Linear layers run through oneDNN while tracking, restored afterwards
-        # (fp32 kernels: under bf16 autocast, autocast's own bf16 linears run instead).
+        # (in bf16: on packed bf16 copies of the weights).
         bf16 = self.precision == "bf16"
-        linears = packed_linears(self.model, enabled=self.fast_linears and self.device.type == "cpu"
-                                 and not bf16)
+        linears = packed_linears(self.model, enabled=self.fast_linears and self.device.type == "cpu")
         try:
             with linears:
                 f = -1

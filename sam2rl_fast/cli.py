@@ -135,6 +135,17 @@ def _model_for(args):
     return build_model(args.model, config=args.config, device=args.device, image_size=args.image_size)
 
 
+def _eval_setup(args):
+    """(the ray CLI module or None, the model, the agents: --agent or the defaults for the model)."""
+    from sam2rl_fast.policies.bundled import default_agents
+
+    if args.ray is not None and args.precision != "fp32":
+        raise SystemExit("error: --precision bf16 runs locally only (not with --ray yet)")
+    ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
+    model = _model_for(args) if ray is None else ray.model(args)
+    return ray, model, args.agent or default_agents(model)
+
+
 def _default_agents(model) -> list[str]:
     from sam2rl_fast.policies.bundled import default_agents
 
@@ -152,11 +163,7 @@ def _eval_dataset(args) -> int:
                            resolution=args.resolution)
     inputs = [args.model, args.config, args.dataset, *(args.agent or [])]
     check_out_path(args.out, inputs)
-    if args.ray is not None and args.precision != "fp32":
-        raise SystemExit("error: --precision bf16 runs locally only (not with --ray yet)")
-    ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
-    model = _model_for(args) if ray is None else ray.model(args)
-    agents = args.agent or _default_agents(model)
+    ray, model, agents = _eval_setup(args)
     names = [agent_name(a) for a in agents]
     if len(set(names)) != len(names):
         raise SystemExit(f"error: --agent: two agents share a name ({names}); their results "
@@ -198,11 +205,7 @@ def _eval(args) -> int:
         raise SystemExit(f"error: unknown suite(s) {unknown}; choose from {sorted(SUITES)}")
     inputs = [args.model, args.config, *(args.agent or [])]
     check_out_path(args.out, inputs)
-    if args.ray is not None and args.precision != "fp32":
-        raise SystemExit("error: --precision bf16 runs locally only (not with --ray yet)")
-    ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
-    model = _model_for(args) if ray is None else ray.model(args)
-    agents = args.agent or _default_agents(model)
+    ray, model, agents = _eval_setup(args)
     with staged_output(args.out, args.overwrite, inputs, "eval") as out:
         scores, failed = (evaluate_agents(suites, agents, model,
                                           split=args.split, num_videos=args.videos, num_frames=args.frames,

@@ -92,18 +92,21 @@ void check_rope_attention_args(const at::Tensor& q, const at::Tensor& k, const a
 
 namespace {
 
-// Everything a thread needs to run its range of (batch, query tile) jobs.
-struct Problem {
-  const float* q;   // [B, Nq, D]
-  const float* k;   // [B, M, D]
-  const float* v;   // [B, M, Dv]
+// Everything a thread needs to run its range of (batch, query tile) jobs; T is the inputs'
+// and output's element type (float, or bf16 bits), everything computed from them is fp32.
+template <typename T>
+struct ProblemOf {
+  const T* q;       // [B, Nq, D]
+  const T* k;       // [B, M, D]
+  const T* v;       // [B, M, Dv]
   const float* c2;  // [Nq, D] pair-expanded cos
   const float* s2;  // [Nq, D] pair-expanded (-sin, sin)
-  float* out;       // [B, Nq, Dv]
+  T* out;           // [B, Nq, Dv]
   float* lse;       // [B, Nq]
   int64_t Nq, D, M, Dv, n_rope, n_qt;
   float scale;
 };
+using Problem = ProblemOf<float>;
 
 // Rotated key block [nk, D] of batch entry b starting at key k0 into kr.
 void rotate_keys(const Problem& p, int64_t b, int64_t k0, int64_t nk, float* kr) {
@@ -170,6 +173,24 @@ void run_jobs_blas(const Problem& p, int64_t job0, int64_t job1) {
 }
 
 #ifdef S2F_HAVE_AVX512_KERNELS
+// out = accT / l and lse for every query of jobs job0..job1 from their transposed
+// accumulators accT [Dv, kQ] and softmax states; `store` converts to the output's type.
+template <typename T, typename Store>
+void write_transposed(const ProblemOf<T>& p, int64_t job0, int64_t job1, const std::vector<float>& accT,
+                      const std::vector<SoftmaxState>& st, Store store) {
+  const int64_t Dv = p.Dv;
+  for (int64_t job = job0; job < job1; ++job) {
+    const int64_t b = job / p.n_qt, q0 = (job % p.n_qt) * kQ, nq = std::min(kQ, p.Nq - q0);
+    const float* a = &accT[(job - job0) * Dv * kQ];
+    for (int64_t i = 0; i < nq; ++i) {
+      const SoftmaxState& si = st[(job - job0) * kQ + i];
+      const float inv = 1.0f / si.l;
+      for (int64_t c = 0; c < Dv; ++c) p.out[(b * p.Nq + q0 + i) * Dv + c] = store(a[c * kQ + i] * inv);
+      p.lse[b * p.Nq + q0 + i] = softmax_lse(si);
+    }
+  }
+}
+
 // Online-softmax step on a transposed score block S^T [nk, kQ] (queries in the lanes):
 // S^T <- exp(S^T - m_new) in place, state and accumulator accT [Dv, kQ] rescaled.
 S2F_AVX512 void softmax_block_T(float* st, int64_t nk, SoftmaxState* state, float* accT,
@@ -241,30 +262,10 @@ void run_jobs_avx512(const Problem& p, int64_t job0, int64_t job1) {
     }
     jb = je;
   }
-  for (int64_t job = job0; job < job1; ++job) {
-    const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, p.Nq - q0);
-    const float* a = &accT[(job - job0) * Dv * kQ];
-    for (int64_t i = 0; i < nq; ++i) {
-      const SoftmaxState& si = st[(job - job0) * kQ + i];
-      const float inv = 1.0f / si.l;
-      for (int64_t c = 0; c < Dv; ++c) p.out[(b * p.Nq + q0 + i) * Dv + c] = a[c * kQ + i] * inv;
-      p.lse[b * p.Nq + q0 + i] = softmax_lse(si);
-    }
-  }
+  write_transposed(p, job0, job1, accT, st, [](float x) { return x; });
 }
 #ifdef S2F_HAVE_AVX512BF16_KERNELS
-// The bf16 problem: q, k, v and out in bf16, everything computed from them in fp32.
-struct ProblemBf16 {
-  const uint16_t* q;
-  const uint16_t* k;
-  const uint16_t* v;
-  const float* c2;
-  const float* s2;
-  uint16_t* out;
-  float* lse;
-  int64_t Nq, D, M, Dv, n_rope, n_qt;
-  float scale;
-};
+using ProblemBf16 = ProblemOf<uint16_t>;  // q, k, v and out as bf16 bits
 
 // AVX512-BF16 path: run_jobs_avx512's schedule with bf16 operands packed in pairs along the
 // reduced dimension (queries once per tile, keys and values once per key block, softmax
@@ -325,17 +326,7 @@ S2F_AVX512BF16 void run_jobs_avx512_bf16(const ProblemBf16& p, int64_t job0, int
     }
     jb = je;
   }
-  for (int64_t job = job0; job < job1; ++job) {
-    const int64_t b = job / n_qt, q0 = (job % n_qt) * kQ, nq = std::min(kQ, p.Nq - q0);
-    const float* a = &accT[(job - job0) * Dv * kQ];
-    for (int64_t i = 0; i < nq; ++i) {
-      const SoftmaxState& si = st[(job - job0) * kQ + i];
-      const float inv = 1.0f / si.l;
-      for (int64_t c = 0; c < Dv; ++c)
-        p.out[(b * p.Nq + q0 + i) * Dv + c] = kb::to_bf16(a[c * kQ + i] * inv);
-      p.lse[b * p.Nq + q0 + i] = softmax_lse(si);
-    }
-  }
+  write_transposed(p, job0, job1, accT, st, kb::to_bf16);
 }
 #endif
 #endif

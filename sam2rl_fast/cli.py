@@ -111,12 +111,6 @@ def _eval_setup(args):
     return ray, model, args.agent or default_agents(model)
 
 
-def _default_agents(model) -> list[str]:
-    from sam2rl_fast.policies.bundled import default_agents
-
-    return default_agents(model)
-
-
 def _eval_dataset(args) -> int:
     from sam2rl_fast.data.datasets import open_dataset
     from sam2rl_fast.eval.dataset_eval import evaluate_dataset, format_dataset_table
@@ -194,7 +188,7 @@ def _demo(args) -> int:
     model = _model_for(args)  # a missing model fails before anything is written
     with staged_output(out, args.overwrite, inputs, "demo") as stage:
         run_demo(model, stage, seed_index=args.seed, suite=args.suite, num_frames=args.frames,
-                 agents=args.agent or _default_agents(model), progress=not args.quiet, shown_dir=out,
+                 agents=args.agent, progress=not args.quiet, shown_dir=out,
                  precision=args.precision)
     return 0
 

@@ -25,6 +25,7 @@ from sam2rl_fast.eval.evaluation import (
 from sam2rl_fast.eval.memory_timeline import plot_memory_timelines
 from sam2rl_fast.eval.metrics import evaluate_video
 from sam2rl_fast.eval.overlay import decision_text, draw
+from sam2rl_fast.policies.bundled import default_agents
 from sam2rl_fast.tracking.tracker import FastTracker
 from sam2rl_fast.tracking.video import write_video
 
@@ -34,9 +35,9 @@ from sam2rl_fast.tracking.video import write_video
 # Re-measure with each model.
 DEMO_SUITE = "occlusion"
 DEMO_SEED_INDEX = 7
-# The agents shown by default: the single-pathway rules. SAM2Long (`--agent sam2long`) runs
-# 3 pathways per object, 3x the memory attention of the others.
-DEMO_AGENTS = ("sam2", "samurai", "dam4sam")
+# The agents shown by default are `policies.bundled.default_agents`: the single-pathway rules
+# and the bundled agent where it ships. SAM2Long (`--agent sam2long`) runs 3 pathways per
+# object, 3x the memory attention of the others.
 
 
 def run_demo(model, out: Path, seed_index: int | None = None, num_frames: int = 48,
@@ -52,7 +53,7 @@ def run_demo(model, out: Path, seed_index: int | None = None, num_frames: int = 
     video = generate_video(suite, seeds[seed_index], num_frames=num_frames, height=size, width=size)
     prompt = prompts_from_ground_truth(video.masks)
     gt = video.masks[:, list(prompt)]
-    agents = list(agents or DEMO_AGENTS)
+    agents = list(agents or default_agents(model))
     print(f"demo video: {video.name}, {num_frames} frames {size}x{size}, {len(prompt)} targets; "
           f"agents: {', '.join(agents)}")
     # Warm-up (first-call allocations, lazy inits) so that the FPS column compares agents.

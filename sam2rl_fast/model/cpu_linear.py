@@ -64,21 +64,20 @@ def onednn_bf16_linear_available() -> bool:
 
 
 class PackedWeight:
-    """A Linear's weight reordered for oneDNN (fp32, or a bf16 copy with its bias), re-packed
-    whenever the weight changes (in-place updates bump its version; `.to()` /
-    `load_state_dict` change its storage)."""
+    """A Linear's weight reordered for oneDNN, per dtype (fp32, or a bf16 copy with its bias
+    cast too), re-packed whenever the weight or bias changes (in-place updates bump their
+    version; `.to()` / `load_state_dict` change their storage)."""
 
     def __init__(self):
-        self.keys, self.packed = {}, {}  # per dtype
+        self.keys, self.packed = {}, {}  # dtype -> (key, (packed weight, bias in dtype))
 
-    def get(self, weight: torch.Tensor, dtype: torch.dtype = torch.float32, bias=None):
-        """The packed weight in `dtype` (bf16: with the bias cast too, as (weight, bias))."""
+    def get(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
+            dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the packed weight, the bias) in `dtype`."""
         key = (weight.data_ptr(), _version(weight), None if bias is None else (bias.data_ptr(), _version(bias)))
         if self.keys.get(dtype) != key:
-            w = weight.detach().to(dtype)
-            packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
-            self.packed[dtype] = packed if dtype == torch.float32 else \
-                (packed, None if bias is None else bias.detach().to(dtype))
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), None)
+            self.packed[dtype] = (packed, None if bias is None else bias.detach().to(dtype))
             self.keys[dtype] = key
         return self.packed[dtype]
 
@@ -98,15 +97,15 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if (x.device.type == "cpu" and weight.dtype == torch.float32 and weight.device.type == "cpu"
             and x.is_floating_point() and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and onednn_linear_available() and x.numel() > 0):
-        autocast = torch.is_autocast_enabled("cpu")
-        if autocast and torch.get_autocast_dtype("cpu") == torch.bfloat16 and onednn_bf16_linear_available():
-            w, b = cache.get(weight, torch.bfloat16, bias)
-            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), w, b,
-                                                   activation, [], "")
-            return y.view(*x.shape[:-1], y.shape[-1])
-        if not autocast and x.dtype == torch.float32:
-            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), cache.get(weight),
-                                                   bias, activation, [], "")
+        dtype = None  # what oneDNN computes in: autocast's bf16, or fp32 without autocast
+        if torch.is_autocast_enabled("cpu"):
+            if torch.get_autocast_dtype("cpu") == torch.bfloat16 and onednn_bf16_linear_available():
+                dtype = torch.bfloat16
+        elif x.dtype == torch.float32:
+            dtype = torch.float32
+        if dtype is not None:
+            w, b = cache.get(weight, bias, dtype)
+            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]).to(dtype), w, b, activation, [], "")
             return y.view(*x.shape[:-1], y.shape[-1])
     y = F.linear(x, weight, bias)
     return F.relu(y) if activation == "relu" else y

@@ -29,10 +29,11 @@ from sam2rl_fast.rl.features import VideoFeatures, stack_lanes
 from sam2rl_fast.tracking.step import (
     Prompt,
     TrackingStep,
+    check_precision,
     pick_memory_attention,
+    precision_autocast,
     video_masks,
 )
-from sam2rl_fast.tracking.tracker import PRECISIONS
 
 REWARDS = ("iou", "improvement")
 
@@ -88,8 +89,7 @@ class EpisodeBatch:
                  episode_length: int | None = None, random_window: bool = False,
                  obj: int | None = None, reward: str = "iou", capacity: int = 7,
                  fast_attention: bool | None = None, fast_linears: bool = True, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_precision(precision)
         if not videos:
             raise ValueError("no videos to train on")
         if reward not in REWARDS:
@@ -130,8 +130,8 @@ class EpisodeBatch:
         self._exit.close()
 
     def _precision(self):
-        """bf16 autocast for the model's work of one call (as FastTracker(precision="bf16"))."""
-        return torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        """The model's work of one call in `precision` (as FastTracker's frames)."""
+        return precision_autocast(self.precision, self.model.device.type)
 
     # ------------------------------------------------------------------ episodes
     def _valid_starts(self, v: EpisodeVideo, obj: int | None) -> list[tuple[int, int]]:
@@ -178,9 +178,9 @@ class EpisodeBatch:
         st.reset(self.num_lanes)
         H, W = self.videos[lanes[0].video].masks.shape[-2:]
         prompts = [Prompt("mask", mask=self._gt(ln, 0)) for ln in lanes]
+        self.episode_ious = [[] for _ in lanes]
         with self._precision():
             st.prompt(0, self._features(0), prompts, (H, W), self.L)
-            self.episode_ious = [[] for _ in lanes]
             return self._advance()
 
     def _advance(self) -> np.ndarray:

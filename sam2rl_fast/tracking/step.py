@@ -40,6 +40,22 @@ class Prompt:
 Features = tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[int, int]]]
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def precision_autocast(precision: str, device_type: str):
+    """The context a step runs in for `precision`: bf16 autocast, or none (fp32). Enter it
+    around the model's work only: autocast is thread state, a caller's code between calls
+    (a tracker's yields, a policy's decision) must not run under it."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16")
+
+
 def video_masks(low: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
     """Low-res logits [B, 1, h, w] -> bool masks [B, H, W] at video resolution (bilinear, > 0,
     as stock's outputs): what the tracker returns and the RL environment rewards."""

@@ -32,7 +32,9 @@ from sam2rl_fast.tracking.prompts import (  # noqa: F401 (PromptError, mask_from
 from sam2rl_fast.tracking.step import (
     Prompt,
     TrackingStep,
+    check_precision,
     pick_memory_attention,
+    precision_autocast,
     video_masks,
 )
 from sam2rl_fast.tracking.video import open_video
@@ -41,7 +43,6 @@ _parse_prompt = parse_prompt  # its name before prompts.py
 
 # Per-frame timings (ms). "frame" is the whole step after decoding, recorded instead of the
 # stages when they are not timed one by one (profile=False: no CUDA sync between stages).
-PRECISIONS = ("fp32", "bf16")
 STAGES = ("decode", "preprocess", "image_encoder", "memory_attention", "sam_heads", "memory_encoder",
           "policy", "frame")
 
@@ -130,8 +131,8 @@ class FastTracker:
             prepacked kernels while tracking (see `sam2rl_fast.model.cpu_linear`).
         precision: "fp32" (default; exact against stock sam2 in fp32) or "bf16": every stage
             under `torch.autocast(dtype=torch.bfloat16)`, as SAM 2 runs on GPUs (on a CPU
-            this pays where it has AVX512-BF16 or AMX; masks agree with fp32 to a few
-            boundary pixels, docs/memory-bank.md). The bank stores bf16 either way.
+            this pays where it has AVX512-BF16 or AMX; masks agree with stock fp32 at IoU
+            0.99 on the benchmark clips, benchmarks/RESULTS.md). The bank stores bf16 either way.
         num_frames: the length of a stream whose length is unknown (a generator, a camera).
             SAM 2 normalises object-pointer distances by min(num_frames, 16): without it a
             stream shorter than 16 frames gets slightly different masks than the same frames
@@ -146,9 +147,7 @@ class FastTracker:
                  config: str | None = None, image_size: int | None = None, capacity: int = 7,
                  fast_attention: bool | None = None, fast_linears: bool = True, progress: bool = False,
                  profile: bool | None = None, num_frames: int | None = None, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.precision = precision
+        self.precision = check_precision(precision)
         self.video = open_video(video)
         if num_frames is not None:
             if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
@@ -248,7 +247,6 @@ class FastTracker:
         t_prev = time.perf_counter()
         # The model's Linear layers run through oneDNN while tracking, restored afterwards
         # (in bf16: on packed bf16 copies of the weights).
-        bf16 = self.precision == "bf16"
         linears = packed_linears(self.model, enabled=self.fast_linears and self.device.type == "cpu")
         try:
             with linears:
@@ -264,9 +262,7 @@ class FastTracker:
                     t_frame = time.perf_counter()
                     timings = {"decode": decode_ms}
                     tm = timings if self.profile else None  # None: stages are not timed
-                    # autocast per frame, not across the yield (it is thread state: the
-                    # caller's code between frames must not run under it)
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    with precision_autocast(self.precision, self.device.type):  # not across the yield
                         feats = self.step.encode_image(frame, tm)  # once for every cohort
                         out = self._output(f, [(c, self._cohort_step(c, f, feats, T, tm)) for c in active])
                     if self.device.type == "cuda":

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sam2rl_fast.eval.metrics import iou as region_iou
+from sam2rl_fast.model.cached_encodings import cached_encodings
 from sam2rl_fast.model.cpu_linear import packed_linears
 from sam2rl_fast.policies.base import RecencyReadRule, obs_size
 from sam2rl_fast.policies.learned import actions_to_slots
@@ -123,6 +124,7 @@ class EpisodeBatch:
         # the model runs under autocast around each call (`_precision`), on packed bf16 weights.
         self.precision = precision
         self._exit.enter_context(packed_linears(model, enabled=fast_linears and model.device.type == "cpu"))
+        self._exit.enter_context(cached_encodings(model))
         self.lanes: list[Lane] = []
         self.t = 0
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sam2rl_fast.memory.bank import MemoryBank
+from sam2rl_fast.model.cached_encodings import cached_encodings
 from sam2rl_fast.model.cpu_linear import packed_linears
 from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.policies import POLICIES, MemoryPolicy, make_policy
@@ -246,10 +247,10 @@ class FastTracker:
             bar = tqdm(total=T, desc=f"tracking ({self.policy.name})", unit="frame")
         t_prev = time.perf_counter()
         # The model's Linear layers run through oneDNN while tracking, restored afterwards
-        # (in bf16: on packed bf16 copies of the weights).
+        # (in bf16: on packed bf16 copies of the weights); positional encodings are reused.
         linears = packed_linears(self.model, enabled=self.fast_linears and self.device.type == "cpu")
         try:
-            with linears:
+            with linears, cached_encodings(self.model):
                 f = -1
                 for f, frame in enumerate(self.video):
                     decode_ms = (time.perf_counter() - t_prev) * 1e3

@@ -88,31 +88,26 @@ class MemoryBank:
         """Device bytes held by the bank: fixed at construction."""
         return self.feats.numel() * self.feats.element_size() + self.ptrs.numel() * 4
 
+    # The metadata are small CPU tensors read once per call as Python lists: indexing them
+    # element by element costs a tensor view per element (most of a batched RL step's
+    # Python time).
     def occupied(self, obj: int) -> list[int]:
         """Slots of object `obj` that hold a memory."""
-        return [s for s in range(self.capacity) if self.frame_idx[obj, s] >= 0]
+        return [s for s, f in enumerate(self.frame_idx[obj].tolist()) if f >= 0]
 
     def free_slots(self, obj: int) -> list[int]:
-        return [s for s in range(self.capacity) if self.frame_idx[obj, s] < 0]
+        return [s for s, f in enumerate(self.frame_idx[obj].tolist()) if f < 0]
 
     def free_ptr_slots(self, obj: int) -> list[int]:
-        return [r for r in range(self.ptr_capacity) if self.ptr_frame[obj, r] < 0]
+        return [r for r, f in enumerate(self.ptr_frame[obj].tolist()) if f < 0]
 
     def slot_map(self, obj: int, cond: bool) -> dict[int, int]:
         """{frame index: slot} of the object's conditioning (or other) memories, in slot order."""
-        return {
-            int(self.frame_idx[obj, s]): s
-            for s in range(self.capacity)
-            if self.frame_idx[obj, s] >= 0 and bool(self.is_cond[obj, s]) == cond
-        }
+        return _frame_map(self.frame_idx[obj].tolist(), self.is_cond[obj].tolist(), cond)
 
     def ptr_map(self, obj: int, cond: bool) -> dict[int, int]:
         """{frame index: pointer slot} of the object's conditioning (or other) pointers."""
-        return {
-            int(self.ptr_frame[obj, r]): r
-            for r in range(self.ptr_capacity)
-            if self.ptr_frame[obj, r] >= 0 and bool(self.ptr_is_cond[obj, r]) == cond
-        }
+        return _frame_map(self.ptr_frame[obj].tolist(), self.ptr_is_cond[obj].tolist(), cond)
 
     # ---------------------------------------------------------------- writing
     def _slots(self, slots: SlotArg, size: int, what: str) -> torch.Tensor:
@@ -257,3 +252,7 @@ class MemoryBank:
             parts[3], self.ptrs, parts[2], ptr_pos.to(self.device), parts[4],
             objects=None if objects is None else parts[5], validate=False)
         return memory, memory_pos, cu_rows
+
+
+def _frame_map(frames: list[int], is_cond: list[bool], cond: bool) -> dict[int, int]:
+    return {f: s for s, (f, c) in enumerate(zip(frames, is_cond)) if f >= 0 and c == cond}

@@ -114,6 +114,27 @@ def test_reward_is_the_metric_iou_of_the_tracker_with_the_same_decisions(video, 
     assert not np.isnan(rewards).any()
 
 
+def test_the_tracker_shows_an_agent_the_observations_it_was_trained_on(video, model):
+    """An agent deployed in FastTracker sees, decision by decision, the env's observations."""
+    env = _env(video, model, reward="iou")
+    actions = np.random.default_rng(1).integers(0, 8, T - 2)
+    obs, _ = env.reset(options={"start": 0, "obj": 0})
+    env_obs = [obs]
+    for a in actions[:-1]:
+        env_obs.append(env.step(a)[0])
+    seen, it = [], iter(actions)
+
+    def predict(o):
+        seen.append(o[0].copy())
+        return np.array([next(it, 0)])
+
+    FastTracker(video.frames, agent=VectorPolicy(predict, capacity=7), model=model,
+                prompt={0: video.masks[0, 0]}).run()
+    assert len(seen) >= len(env_obs)
+    for t, o in enumerate(env_obs):
+        np.testing.assert_allclose(seen[t], o, atol=1e-6, err_msg=f"decision {t}")
+
+
 def test_actions_do_what_they_say_to_the_bank(video, model):
     env = _env(video, model)
     env.reset(options={"start": 0, "obj": 0})

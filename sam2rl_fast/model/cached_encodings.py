@@ -20,22 +20,12 @@ import types
 import torch
 from torch import nn
 
+from sam2rl_fast.model.values_key import values_key
+
 
 def _autocast_key():
     cpu = torch.is_autocast_enabled("cpu")
     return cpu, torch.get_autocast_dtype("cpu") if cpu else None
-
-
-def _weights_key(*tensors: torch.Tensor):
-    """Changes when a weight is replaced (`load_state_dict`, `.to()`) or updated in place."""
-    key = []
-    for t in tensors:
-        try:
-            version = t._version
-        except RuntimeError:  # an inference tensor cannot be modified in place
-            version = None
-        key.append((t.data_ptr(), version, t.dtype, t.device))
-    return tuple(key)
 
 
 def _sine_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +40,7 @@ def _sine_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 
 def _hiera_pos_embed(self, hw):
-    key = (tuple(hw), _autocast_key(), _weights_key(self.pos_embed, self.pos_embed_window))
+    key = (tuple(hw), _autocast_key(), values_key(self.pos_embed, self.pos_embed_window))
     pe = self._sam2rl_cache.get(key)
     if pe is None:
         pe = type(self)._get_pos_embed(self, hw).contiguous()

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam2rl_fast.model.values_key import values_key
+
 
 @functools.cache
 def onednn_linear_available() -> bool:
@@ -74,19 +76,12 @@ class PackedWeight:
     def get(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(the packed weight, the bias) in `dtype`."""
-        key = (weight.data_ptr(), _version(weight), None if bias is None else (bias.data_ptr(), _version(bias)))
+        key = values_key(weight, bias)
         if self.keys.get(dtype) != key:
             packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), None)
             self.packed[dtype] = (packed, None if bias is None else bias.detach().to(dtype))
             self.keys[dtype] = key
         return self.packed[dtype]
-
-
-def _version(t: torch.Tensor):
-    try:
-        return t._version
-    except RuntimeError:  # an inference tensor: it cannot be modified in place
-        return None
 
 
 def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

@@ -52,6 +52,7 @@ from sam2rl_fast.model.cpu_linear import (
     onednn_linear_available,
     packed_linear,
 )
+from sam2rl_fast.model.values_key import values_key
 from sam2rl_fast.ops.rope import apply_rope, rope_tables
 from sam2rl_fast.ops.rope_attention import rope_attention
 
@@ -61,19 +62,6 @@ def _stock_classes():
     from sam2.modeling.sam.transformer import RoPEAttention
 
     return MemoryAttention, RoPEAttention
-
-
-def _weight_key(*tensors: torch.Tensor) -> tuple:
-    # Identifies the current values of tensors: in-place writes bump `_version`, `.to()` and
-    # `param.data = ...` change the storage.
-    return tuple((t.data_ptr(), _version(t), t.device, t.dtype) for t in tensors)
-
-
-def _version(t: torch.Tensor) -> int | None:
-    try:
-        return t._version
-    except RuntimeError:  # inference tensors keep no version counter (and cannot change)
-        return None
 
 
 def check_supported(stock: nn.Module, who: str = "this module", error: type = ValueError) -> None:
@@ -145,7 +133,7 @@ class FastMemoryAttention(nn.Module):
         sa, ca = layer.self_attn, layer.cross_attn_image
         lins = (sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj, ca.q_proj, ca.k_proj, ca.v_proj,
                 ca.out_proj, layer.linear1, layer.linear2)
-        key = (packed,) + _weight_key(*[t for m in lins for t in (m.weight, m.bias)])
+        key = (packed,) + values_key(*[t for m in lins for t in (m.weight, m.bias)])
         hit = self._merged.get(i)
         if hit is not None and hit[0] == key:
             return hit[1]

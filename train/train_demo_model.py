@@ -44,6 +44,8 @@ def parse_args(argv=None) -> tuple[Path, TrainConfig, bool]:
     p.add_argument("--minutes", type=float, default=None,
                    help="stop (checkpointed) after this long; continue later with --resume")
     p.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes making batches ahead (a GPU needs many: ~100 frames/s each)")
     p.add_argument("--batch", type=int, default=d.batch, help="clips per step")
     p.add_argument("--frames", type=int, default=d.frames, help="frames per clip")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -81,6 +83,8 @@ def parse_args(argv=None) -> tuple[Path, TrainConfig, bool]:
         p.error("--minutes must be > 0")
     if a.steps < 1 or a.batch < 1 or a.frames < 2:
         p.error("--steps and --batch must be >= 1 and --frames >= 2")
+    if a.workers < 0:
+        p.error("--workers must be >= 0")
     locality = None
     if a.locality_init:
         try:
@@ -99,7 +103,7 @@ def parse_args(argv=None) -> tuple[Path, TrainConfig, bool]:
                       mask_gain=a.mask_gain,
                       suite_weights=_weights(p, "--suites", a.suites),
                       schedule_weights=_weights(p, "--schedules", a.schedules),
-                      minutes=a.minutes, device=a.device,
+                      minutes=a.minutes, device=a.device, workers=a.workers,
                       checkpoint_minutes=a.checkpoint_minutes, log_every=a.log_every,
                       eval_videos=a.eval_videos, eval_frames=a.eval_frames)
     return Path(a.run), cfg, a.resume

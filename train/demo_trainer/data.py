@@ -79,6 +79,37 @@ def batch_at(dataset: ClipDataset, step: int, batch: int) -> dict:
     return collate([dataset[step * batch + j] for j in range(batch)])
 
 
+class _Batches(torch.utils.data.Dataset):
+    """Item k: batch `first + k` (`batch_at`), so that loader workers make whole batches."""
+
+    def __init__(self, dataset: ClipDataset, batch: int, first: int, end: int):
+        self.dataset, self.batch, self.first, self.end = dataset, batch, first, end
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.first)
+
+    def __getitem__(self, k: int) -> dict:
+        return batch_at(self.dataset, self.first + k, self.batch)
+
+
+def _one_thread(_worker_id: int):
+    torch.set_num_threads(1)  # the generator is numpy: torch threads would only contend
+
+
+def batches(dataset: ClipDataset, batch: int, first: int, end: int, workers: int = 0,
+            pin_memory: bool = False):
+    """Batches `first` .. `end - 1`, in order: the same tensors as `batch_at` whatever
+    `workers` is (each batch is a pure function of its step), made ahead by `workers`
+    processes. The generator makes ~100 frames/s on one core, so a GPU step needs many of
+    them; `workers=0` makes each batch in the calling process when it is asked for."""
+    if workers <= 0:
+        return (batch_at(dataset, s, batch) for s in range(first, end))
+    return iter(torch.utils.data.DataLoader(
+        _Batches(dataset, batch, first, end), batch_size=None, shuffle=False,
+        num_workers=workers, prefetch_factor=4, pin_memory=pin_memory,
+        worker_init_fn=_one_thread, persistent_workers=False))
+
+
 @dataclass(frozen=True)
 class MemorySchedule:
     """What a batch's tracking writes to the bank: for frame t >= 1, ``store[t]`` says

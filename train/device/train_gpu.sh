@@ -27,11 +27,7 @@ PY=${PY:-python3}
 RUN=${RUN:-/tmp/sam2rl-run}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/train.log") 2>&1  # everything below, the probe too, into one log
-if compgen -G ".whl/*.whl" >/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+source train/device/use_wheels.sh
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 [ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 "$PY" -c "import torch, sam2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"

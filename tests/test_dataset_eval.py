@@ -251,3 +251,30 @@ def test_only_prompt_frames_annotated_scores_nothing_but_says_so(tmp_path):
     assert len(list((tmp_path / "o" / "sam2" / v.name).glob("*.png"))) == T
     assert any("no annotated frame to score" in line for line in logs)
     assert _read_csv(tmp_path / "o" / "sam2" / "global_results-all.csv")[1][0] == "nan"
+
+
+def test_eval_never_writes_outside_its_out_nor_inside_the_dataset(tmp_path, capsys):
+    root = write_davis(_videos()[1], tmp_path / "d")
+    victim = tmp_path / "annotations_of_mine"
+    victim.mkdir()
+    (victim / "00000.png").write_bytes(b"mine")
+    (root / "ImageSets").mkdir()
+    (root / "ImageSets" / "val.txt").write_text(f"{victim}\n")
+    base = ["eval", "--dataset", str(root), "--agent", "sam2", "--model", "sam2.1_hiera_t",
+            "--image-size", "256", "--device", "cpu", "--quiet"]
+    assert main([*base, "--split", "val", "--out", str(tmp_path / "o")]) == 2
+    assert "is not a video name" in capsys.readouterr().err
+    assert [p.name for p in victim.iterdir()] == ["00000.png"] and not (tmp_path / "o").exists()
+    inside = root / "Annotations" / "results"
+    assert main([*base, "--out", str(inside)]) == 2
+    assert "inside the input folder" in capsys.readouterr().err and not inside.exists()
+
+
+def test_void_only_annotations_say_that_255_is_void(tmp_path):
+    v = _videos()[1]
+    root = write_davis(v, tmp_path / "d")
+    for png in (root / "Annotations" / v.name).iterdir():
+        lab = np.array(Image.open(png))
+        write_label_png(np.where(lab > 0, 255, 0).astype(np.uint8), png)
+    with pytest.raises(ValueError, match="255 marks void"):
+        track_video(open_dataset(root).videos[0], "sam2", None, None)

@@ -158,3 +158,56 @@ def test_bad_dataset_folders_name_the_file(tmp_path, case):
         match = "holds no .*frames"
     with pytest.raises(DatasetError, match=match):
         open_dataset(root).videos[0].ground_truth()
+
+
+# ------------------------------------------------------------------ names are names; checks at opening
+def _two_video_root(tmp_path):
+    root = tmp_path / "DS"
+    for suite, seed in [("easy", 1), ("easy", 2)]:
+        write_davis(_video(suite, seed, T=3), root)
+    (root / "ImageSets").mkdir()
+    return root
+
+
+@pytest.mark.parametrize("line", ["ABS", "../easy-1", "easy-1/../easy-2", ".", "a\\b"])
+def test_split_lines_that_are_paths_are_refused(tmp_path, line):
+    root = _two_video_root(tmp_path)
+    victim = tmp_path / "mine"
+    victim.mkdir()
+    line = str(victim) if line == "ABS" else line
+    (root / "ImageSets" / "val.txt").write_text(f"easy-1\n{line}\n")
+    with pytest.raises(DatasetError, match="is not a video name"):
+        open_dataset(root, split="val")
+    with pytest.raises(DatasetError, match="--sequences.*is not a video name"):
+        open_dataset(root, sequences=["easy-1", str(victim)])
+
+
+def test_a_video_listed_twice_is_refused(tmp_path):
+    root = _two_video_root(tmp_path)
+    (root / "ImageSets" / "val.txt").write_text("easy-1\neasy-2\neasy-1\n")
+    with pytest.raises(DatasetError, match="val.txt names \\['easy-1'\\] more than once"):
+        open_dataset(root, split="val")
+    with pytest.raises(DatasetError, match="--sequences names \\['easy-2'\\] more than once"):
+        open_dataset(root, sequences="easy-2,easy-2,easy-1")
+
+
+@pytest.mark.parametrize("kind", ["rgb", "16-bit", "wrong-size"])
+def test_a_bad_annotation_of_any_video_fails_at_opening(tmp_path, kind):
+    root = _two_video_root(tmp_path)
+    png = root / "Annotations" / "easy-2" / "00001.png"
+    if kind == "rgb":
+        Image.new("RGB", (80, 64)).save(png)
+    elif kind == "16-bit":
+        Image.fromarray(np.zeros((64, 80), np.uint16)).save(png)
+    else:
+        write_label_png(np.zeros((32, 32), np.uint8), png)
+    with pytest.raises(DatasetError, match="easy-2/00001.png"):
+        open_dataset(root)  # not only once the first video was tracked
+
+
+def test_a_missing_split_file_is_named_once(tmp_path):
+    root = _two_video_root(tmp_path)
+    (root / "ImageSets" / "2017").mkdir()
+    with pytest.raises(DatasetError) as e:
+        open_dataset(root, split="test")
+    assert "test.txttest.txt" not in str(e.value) and "ImageSets/2017/test.txt" in str(e.value)

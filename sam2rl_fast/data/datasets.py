@@ -94,6 +94,45 @@ def read_label_png(path: Path, size: tuple[int, int] | None = None) -> np.ndarra
     return labels
 
 
+def check_annotation_header(path: Path, size: tuple[int, int] | None = None) -> None:
+    """The checks of `read_label_png` that need only the file's header (mode and size), so
+    that a dataset's bad annotation is named when it is opened, before any tracking."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            mode, w, h = img.mode, img.width, img.height
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(f"{path}: cannot read the annotation ({e})") from e
+    if mode not in ("P", "L", "1"):
+        raise DatasetError(f"{path}: a {mode} image, not a palette or label PNG (annotations hold one "
+                           "object id per pixel: 8-bit palette or grayscale, 0 background, 255 void)")
+    if size is not None and (h, w) != tuple(size):
+        raise DatasetError(f"{path}: the annotation is {w}x{h}, its frame is {size[1]}x{size[0]}")
+
+
+def check_video_name(name: str, where) -> str:
+    """A video name is one folder name: not a path (absolute, with a separator, `..`), so
+    that reading and writing `<folder>/<video>` never leaves the dataset or the output."""
+    bad = (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+           or Path(name).is_absolute() or name != name.strip())
+    if bad:
+        raise DatasetError(f"{where}: {name!r} is not a video name (a video is named by its "
+                           "folder's name, not a path)")
+    return name
+
+
+def _no_duplicates(names: list[str], where) -> None:
+    seen, dup = set(), []
+    for n in names:
+        if n in seen and n not in dup:
+            dup.append(n)
+        seen.add(n)
+    if dup:
+        raise DatasetError(f"{where} names {dup} more than once (each video would be scored "
+                           "twice); list each video once")
+
+
 def _image_size(path: Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
@@ -234,9 +273,8 @@ def _split_file(base: Path, layout: str, split: str) -> Path:
     for p in tried:
         if p.is_file():
             return p
-    raise DatasetError(f"--split {split}: no split file in {base} (looked for "
-                       f"{', '.join(str(p.relative_to(base)) for p in tried) or 'ImageSets/<year>/'}"
-                       f"{split}.txt)")
+    looked = ", ".join(str(p.relative_to(base)) for p in tried) or f"ImageSets/<year>/{split}.txt"
+    raise DatasetError(f"--split {split}: no split file in {base} (looked for {looked})")
 
 
 def open_dataset(root, split: str | None = None, sequences=None,
@@ -256,14 +294,22 @@ def open_dataset(root, split: str | None = None, sequences=None,
     split_path = None
     if split is not None and base == root:
         split_path = _split_file(base, layout, split)
-        names = [ln.strip() for ln in split_path.read_text().splitlines() if ln.strip()]
+        try:
+            text = split_path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DatasetError(f"{split_path}: cannot read the split file ({e})") from None
+        names = [check_video_name(ln.strip(), split_path) for ln in text.splitlines() if ln.strip()]
         if not names:
             raise DatasetError(f"{split_path} names no video")
+        _no_duplicates(names, split_path)
     else:  # every video with annotations
         names = sorted(d.name for d in ann_dir.iterdir() if d.is_dir())
     if sequences is not None:
         seqs = [s.strip() for s in (sequences.split(",") if isinstance(sequences, str) else sequences)
                 if s.strip()]
+        for s_ in seqs:
+            check_video_name(s_, "--sequences")
+        _no_duplicates(seqs, "--sequences")
         unknown = [s for s in seqs if s not in names]
         if unknown:
             where = split_path or ann_dir
@@ -290,12 +336,19 @@ def _read_video(name: str, img_dir: Path, ann_dir: Path, layout: str,
     if not adir.is_dir():
         raise DatasetError(f"video {name!r} has no annotations: {adir} does not exist")
 
-    def frame_of(png: Path) -> int:
+    def index_of(png: Path) -> int:
         if png.stem not in index:
             raise DatasetError(
                 f"{png}: no frame {png.stem} in {fdir} (frames and annotations disagree: "
                 f"{len(frames)} frames, first {frames[0].name}, last {frames[-1].name})")
         return index[png.stem]
+
+    size = _image_size(frames[0])
+
+    def frame_of(png: Path) -> int:  # noqa: F811 - the index above, and the header checked
+        f = index_of(png)
+        check_annotation_header(png, size)
+        return f
 
     if layout == "sav":
         objs = sorted((d for d in adir.iterdir() if d.is_dir()), key=lambda d: d.name)
@@ -314,12 +367,8 @@ def _read_video(name: str, img_dir: Path, ann_dir: Path, layout: str,
     return DatasetVideo(name, frames, layout, ann)
 
 
-def training_items(dataset: Dataset, max_frames: int | None = None) -> list[tuple]:
-    """(frames [T, H, W, 3], masks [T, K, H, W], name) per video for memory-control training,
-    whose reward is every frame's IoU: videos must be annotated on every frame. Objects
-    that appear later form their own item from their first frame on (`<video>@<frame>`),
-    so that every episode starts where its objects are prompted; `max_frames` cuts each."""
-    items = []
+def check_fully_annotated(dataset: Dataset) -> None:
+    """Training rewards every frame's IoU: refuse a dataset with a frame not annotated."""
     for v in dataset.videos:
         if len(v.annotations) != v.num_frames:
             raise DatasetError(
@@ -327,6 +376,16 @@ def training_items(dataset: Dataset, max_frames: int | None = None) -> list[tupl
                 "training rewards every frame's IoU, so it needs every frame annotated "
                 "(DAVIS, MOSE, LVOS are; YouTube-VOS and SA-V are not: evaluate those with "
                 "`sam2rl-fast eval --dataset`)")
+
+
+def training_items(dataset: Dataset, max_frames: int | None = None) -> list[tuple]:
+    """(frames [T, H, W, 3], masks [T, K, H, W], name) per video for memory-control training,
+    whose reward is every frame's IoU: videos must be annotated on every frame. Objects
+    that appear later form their own item from their first frame on (`<video>@<frame>`),
+    so that every episode starts where its objects are prompted; `max_frames` cuts each."""
+    items = []
+    check_fully_annotated(dataset)
+    for v in dataset.videos:
         gt = v.ground_truth()
         frames = v.read_frames()
         masks = np.stack([gt.masks[f] for f in range(v.num_frames)])  # [T, K, H, W]

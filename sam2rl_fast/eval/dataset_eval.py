@@ -27,6 +27,7 @@ import numpy as np
 from sam2rl_fast.data.datasets import (
     Dataset,
     DatasetVideo,
+    check_video_name,
     write_label_png,
     write_mask_png,
 )
@@ -87,10 +88,15 @@ def scored_frames(video: DatasetVideo) -> list[int]:
 def track_video(video: DatasetVideo, agent, model, masks_dir: Path | None = None,
                 name: str | None = None, bar=None, precision: str = "fp32") -> VideoRun:
     """Track `video` with `agent`, write its palette masks to `masks_dir/<video>/`, score it."""
+    if masks_dir is not None:  # a name, never a path out of the output folder
+        check_video_name(video.name, "dataset")
     gt = video.ground_truth()
     prompt = gt.prompt()
     if not prompt:
-        raise ValueError(f"video {video.name!r}: no object is visible in any annotation")
+        voids = any(v is not None for v in gt.void.values())
+        raise ValueError(f"video {video.name!r}: no object is visible in any annotation"
+                         + (" (they hold only 0 and 255; 255 marks void pixels, not scored, not "
+                            "an object: label objects 1..254)" if voids else ""))
     firsts = gt.first_frames()  # one pass over the annotations
     ids = [o for o in gt.obj_ids if o in firsts]
     gt_row = [gt.obj_ids.index(o) for o in ids]

@@ -80,26 +80,103 @@ def check_model(meta: dict, model, who: str) -> None:
         raise ObservationLayoutError(f"{who} was trained on a different SAM 2 model: {txt}")
 
 
-def load_sb3(path, device: str = "cpu"):
-    """(PPO model, metadata) of an agent file, the layout checked against this version."""
+# members of an SB3 zip that are read; `data` only as JSON, never unpickled
+_WEIGHTS, _OPTIMIZER = "policy.pth", "policy.optimizer.pth"
+# PPO settings taken from `data` when they are plain JSON values of these types
+_PLAIN = {"n_steps": int, "batch_size": int, "n_epochs": int, "gamma": float, "gae_lambda": float,
+          "ent_coef": float, "vf_coef": float, "max_grad_norm": float, "learning_rate": float,
+          "normalize_advantage": bool, "seed": int}
+_COUNTERS = ("num_timesteps", "_n_updates", "_episode_num", "_num_timesteps_at_start",
+             "_total_timesteps")
+_POLICY_KWARGS = ("capacity", "d_model", "heads", "blocks", "fifo_prior")
+
+
+def _plain(value, kind):
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _tensors(z: zipfile.ZipFile, member: str, path, device):
+    """A `torch.save`d member read with `weights_only=True`: tensors and plain containers
+    only; anything that would need unpickling code is refused."""
+    import io
+
+    import torch
+
     try:
+        return torch.load(io.BytesIO(z.read(member)), map_location=device, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for other content
+        raise AgentFileError(f"{path}: its {member} is not plain weights (it would need code from "
+                             f"the file to load, which is never run): {str(e).splitlines()[0]}") from None
+
+
+def load_sb3(path, device: str = "cpu"):
+    """(PPO model, metadata) of an agent file, the layout checked against this version.
+
+    Nothing in the file is executed: SB3's `PPO.load` unpickles the zip's `data` member (the
+    spaces, schedules and policy class as cloudpickle), which runs whatever code it holds.
+    Here the policy (`SlotPolicy`), its spaces and schedules are rebuilt from the agent's
+    own metadata (`sam2rl_fast.json`) and `data`'s plain JSON numbers, and only the
+    weights and optimiser state are read, with `torch.load(weights_only=True)`; a file that
+    cannot be read this way is refused."""
+    try:
+        import gymnasium as gym
+        import numpy as np
         from stable_baselines3 import PPO
     except ImportError as e:
         raise AgentFileError(f"{path} is a stable-baselines3 agent: running it needs the training "
                              "extra (pip install 'sam2rl-fast[train]'), or export it to ONNX "
                              "(sam2rl-fast export) and run the .onnx file") from e
+    from sam2rl_fast.rl.policy_net import SlotPolicy
 
     meta = read_metadata(path)
     check_layout(meta.get("layout", "?"), meta.get("capacity", -1), meta.get("capacity", -1),
                  meta.get("obs_size"), who=str(path))
+    cfg = (meta.get("training") or {}).get("config") or {}
     try:
-        agent = PPO.load(str(path), device=device)
-    except Exception as e:  # SB3 raises many types for damaged members
-        raise AgentFileError(f"{path}: stable-baselines3 cannot load it: {e}") from e
-    if agent.observation_space.shape != (meta["obs_size"],) or agent.action_space.n != meta["num_actions"]:
-        raise AgentFileError(f"{path}: its network takes {agent.observation_space.shape} observations and "
-                             f"{agent.action_space.n} actions, its metadata says {meta['obs_size']} / "
-                             f"{meta['num_actions']}")
+        with zipfile.ZipFile(Path(path).expanduser()) as z:
+            names = z.namelist()
+            if "data" not in names or _WEIGHTS not in names:
+                raise AgentFileError(f"{path}: not a stable-baselines3 agent (no data or {_WEIGHTS})")
+            data = json.loads(z.read("data"))
+            weights = _tensors(z, _WEIGHTS, path, device)
+            opt = _tensors(z, _OPTIMIZER, path, device) if _OPTIMIZER in names else None
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, EOFError) as e:
+        raise AgentFileError(f"{path} is not a readable agent file: {e}") from e
+    if not isinstance(data, dict) or not isinstance(weights, dict):
+        raise AgentFileError(f"{path}: its data or {_WEIGHTS} is not what an agent file holds")
+    hyper = {k: data[k] for k, kind in _PLAIN.items() if k in data and _plain(data[k], kind)}
+    pk = data.get("policy_kwargs") if isinstance(data.get("policy_kwargs"), dict) else {}
+    kwargs = {k: cfg[k] for k in _POLICY_KWARGS if _plain(cfg.get(k), float)}
+    kwargs.update({k: pk[k] for k in _POLICY_KWARGS if _plain(pk.get(k), float)})
+    kwargs["capacity"] = int(meta["capacity"])
+    for k in ("d_model", "heads", "blocks"):
+        if k in kwargs:
+            kwargs[k] = int(kwargs[k])
+    clip = cfg.get("clip_range", 0.2)
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (int(meta["obs_size"]),), np.float32)
+    act_space = gym.spaces.Discrete(int(meta["num_actions"]))
+    try:
+        agent = PPO(SlotPolicy, None, device=device, policy_kwargs=kwargs, _init_setup_model=False,
+                    clip_range=float(clip) if _plain(clip, float) else 0.2,
+                    **{k: v for k, v in hyper.items()})
+        agent.observation_space, agent.action_space, agent.n_envs = obs_space, act_space, 1
+        agent._setup_model()
+        agent.policy.load_state_dict(weights, strict=True)
+        if opt is not None:
+            agent.policy.optimizer.load_state_dict(opt)
+    except Exception as e:  # a network of another shape, a damaged optimiser state
+        raise AgentFileError(f"{path}: its weights do not fit the agent its metadata describes "
+                             f"({meta['obs_size']} observations, {meta['num_actions']} actions): "
+                             f"{str(e).splitlines()[0]}") from None
+    for k in _COUNTERS:
+        if _plain(data.get(k), int):
+            setattr(agent, k, data[k])
+    if _plain(data.get("_current_progress_remaining"), float):
+        agent._current_progress_remaining = float(data["_current_progress_remaining"])
     return agent, meta
 
 

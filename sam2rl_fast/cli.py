@@ -11,11 +11,14 @@ from pathlib import Path
 from sam2rl_fast.outputs import (
     OutputDirError,
     check_out_path,
-    prepare_out_dir,
     record_outputs,
     staged_output,
     user_files,
 )
+
+
+class UsageError(ValueError):
+    """A user error found by the command line: one line on stderr, exit status 2."""
 
 
 def _info(args) -> int:
@@ -34,9 +37,9 @@ def _floats(text: str, n: int | None, what: str) -> list[float]:
     try:
         vals = [float(v) for v in text.replace(" ", "").split(",")]
     except ValueError:
-        raise SystemExit(f"error: {what} must be comma-separated numbers, got {text!r}") from None
+        raise UsageError(f"{what} must be comma-separated numbers, got {text!r}") from None
     if n is not None and len(vals) != n:
-        raise SystemExit(f"error: {what} needs {n} numbers, got {text!r}")
+        raise UsageError(f"{what} needs {n} numbers, got {text!r}")
     return vals
 
 
@@ -52,31 +55,81 @@ def _prompts(args) -> dict:
 
         p = Path(mpath)
         if not p.is_file():
-            raise SystemExit(f"error: mask file not found: {p}")
+            raise UsageError(f"mask file not found: {p}")
         try:
             with Image.open(p) as img:
                 a = np.array(img)
         except Exception as e:  # PIL's errors for a file that is not an image
-            raise SystemExit(f"error: --mask {p} is not an image PNG/JPEG ({type(e).__name__})") from None
-        a = a if a.ndim == 2 else a[..., :3].max(-1)
+            raise UsageError(f"--mask {p} is not an image PNG/JPEG ({type(e).__name__})") from None
+        a = _mask_labels(a, p)
         ids = [v for v in np.unique(a) if v != 0]
         if not ids:
-            raise SystemExit(f"error: mask {p} is empty (all zero)")
+            raise UsageError(f"mask {p} is empty (all zero)")
         for v in ids:  # an indexed PNG holds one object per value (DAVIS layout)
             prompts[k], k = a == v, k + 1
     for pts in args.points or []:
         vals = [_floats(t, 3, "--points x,y,label;...") for t in pts.split(";") if t.strip()]
         prompts[k], k = ([v[:2] for v in vals], [int(v[2]) for v in vals]), k + 1
     if not prompts:
-        raise SystemExit("error: give at least one prompt: --box, --mask or --points")
+        raise UsageError("give at least one prompt: --box, --mask or --points")
     return {args.frame: prompts}
 
 
+def _mask_labels(a, path):
+    """[H, W] object labels of a --mask image: an indexed or grayscale PNG as it is (one
+    object per value); an RGB one by its colours (one object per colour, black the
+    background; DAVIS palette colours in palette order), as the dataset reader's palette."""
+    import numpy as np
+
+    from sam2rl_fast.data.datasets import palette
+
+    if a.ndim == 2:
+        return a
+    rgb = a[..., :3]
+    if (rgb == rgb[..., :1]).all():  # grey stored as RGB
+        return rgb[..., 0]
+    colours, inv = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    if len(colours) > 255:
+        raise UsageError(f"--mask {path}: {len(colours)} colours (a photo, or a JPEG-compressed "
+                         "mask?); give one flat colour per object, or an indexed PNG")
+    pal = {tuple(palette()[3 * k: 3 * k + 3]): k for k in range(256)}
+    order = sorted(range(len(colours)), key=lambda i: (pal.get(tuple(colours[i]), 256), tuple(colours[i])))
+    ids = np.zeros(len(colours), np.uint8)
+    k = 0
+    for i in order:
+        if tuple(colours[i]) != (0, 0, 0):
+            k += 1
+            ids[i] = k
+    return ids[inv.reshape(-1)].reshape(rgb.shape[:2])
+
+
+def _check_agent_names(agents, option: str = "--agent") -> list[str]:
+    """Report names of the agents; two agents of one name (the same one twice, or two files
+    of one name) would be counted as one: refused."""
+    from sam2rl_fast.eval.evaluation import agent_name
+
+    names = [agent_name(a) for a in agents]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UsageError(f"{option}: two agents share the name {dup[0]!r} ({names}); their results "
+                         "would be merged: give each agent once, and files of different names")
+    return names
+
+
+def _positive(args, *options) -> None:
+    for opt in options:
+        v = getattr(args, opt.lstrip("-").replace("-", "_"))
+        if v is not None and v < 1:
+            raise UsageError(f"{opt} must be at least 1, got {v}")
+
+
 def _track(args) -> int:
+    import math
+
     from sam2rl_fast import FastTracker
 
-    if not args.fps > 0:
-        raise SystemExit(f"error: --fps must be > 0, got {args.fps}")
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        raise UsageError(f"--fps must be > 0 and finite, got {args.fps}")
     prompt = _prompts(args)
     inputs = [args.video, args.model, args.config, args.agent, *(args.mask or [])]
     check_out_path(args.out, inputs)  # before any work
@@ -105,7 +158,9 @@ def _eval_setup(args):
     from sam2rl_fast.policies.bundled import default_agents
 
     if args.ray is not None and args.precision != "fp32":
-        raise SystemExit("error: --precision bf16 runs locally only (not with --ray yet)")
+        raise UsageError("--precision bf16 runs locally only (not with --ray yet)")
+    if args.agent:
+        _check_agent_names(args.agent)
     ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
     model = _model_for(args) if ray is None else ray.model(args)
     return ray, model, args.agent or default_agents(model)
@@ -114,19 +169,15 @@ def _eval_setup(args):
 def _eval_dataset(args) -> int:
     from sam2rl_fast.data.datasets import open_dataset
     from sam2rl_fast.eval.dataset_eval import evaluate_dataset, format_dataset_table
-    from sam2rl_fast.eval.evaluation import agent_name
 
     if args.suite:
-        raise SystemExit("error: --suite and --dataset exclude each other")
+        raise UsageError("--suite and --dataset exclude each other")
     dataset = open_dataset(args.dataset, split=args.split, sequences=args.sequences,
                            resolution=args.resolution)
     inputs = [args.model, args.config, args.dataset, *(args.agent or [])]
     check_out_path(args.out, inputs)
     ray, model, agents = _eval_setup(args)
-    names = [agent_name(a) for a in agents]
-    if len(set(names)) != len(names):
-        raise SystemExit(f"error: --agent: two agents share a name ({names}); their results "
-                         "would share a folder")
+    names = _check_agent_names(agents)
     print(f"{dataset.root} ({dataset.layout} layout, split {dataset.split or 'all'}): "
           f"{len(dataset)} video(s)")
     with staged_output(args.out, args.overwrite, inputs, "eval") as out:
@@ -145,11 +196,12 @@ def _eval(args) -> int:
 
     if args.dataset is not None:
         return _eval_dataset(args)
+    _positive(args, "--videos", "--frames", "--size")
     if args.sequences is not None or args.resolution is not None:
-        raise SystemExit("error: --sequences and --resolution need --dataset")
+        raise UsageError("--sequences and --resolution need --dataset")
     args.split = args.split or "heldout"
     if args.split not in ("heldout", "train"):
-        raise SystemExit(f"error: --split {args.split}: the synthetic suites have the splits "
+        raise UsageError(f"--split {args.split}: the synthetic suites have the splits "
                          "heldout and train (dataset splits need --dataset)")
     from sam2rl_fast.eval.evaluation import (
         evaluate_agents,
@@ -161,7 +213,7 @@ def _eval(args) -> int:
     suites = args.suite or list(SUITES)
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
-        raise SystemExit(f"error: unknown suite(s) {unknown}; choose from {sorted(SUITES)}")
+        raise UsageError(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}")
     inputs = [args.model, args.config, *(args.agent or [])]
     check_out_path(args.out, inputs)
     ray, model, agents = _eval_setup(args)
@@ -185,6 +237,9 @@ def _demo(args) -> int:
     out = args.out or f"sam2rl-fast-demo-{time.strftime('%Y%m%d-%H%M%S')}"
     inputs = [args.model, args.config, *(args.agent or [])]
     check_out_path(out, inputs)
+    if args.agent:
+        _check_agent_names(args.agent)
+    _positive(args, "--frames")
     model = _model_for(args)  # a missing model fails before anything is written
     with staged_output(out, args.overwrite, inputs, "demo") as stage:
         run_demo(model, stage, seed_index=args.seed, suite=args.suite, num_frames=args.frames,
@@ -197,41 +252,117 @@ def _train(args) -> int:
     from sam2rl_fast.rl.training import TrainConfig, run_training
 
     if args.dataset is not None and args.suite:
-        raise SystemExit("error: --suite and --dataset exclude each other")
+        raise UsageError("--suite and --dataset exclude each other")
     seqs = None if args.sequences is None else [s for s in args.sequences.split(",") if s.strip()]
     split = args.split if args.dataset is None else None
     if split is not None and split not in ("heldout", "train"):
-        raise SystemExit(f"error: --split {split}: the synthetic suites have the splits heldout "
+        raise UsageError(f"--split {split}: the synthetic suites have the splits heldout "
                          "and train (dataset splits need --dataset)")
     overrides = dict(mode=args.mode, suites=args.suite, num_videos=args.videos, total_steps=args.total_steps,
                      num_envs=args.num_envs, seed=args.seed, model=args.model, split=split,
                      dataset=args.dataset, sequences=seqs,
                      dataset_split=args.split if args.dataset is not None else None)
+    # every setting (types and ranges) is checked here, and the dataset opened, before
+    # --out is touched
     cfg = (TrainConfig.from_toml(args.config, **overrides) if args.config
            else TrainConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    _check_training_data(cfg)
     inputs = [args.config, args.model, cfg.model, cfg.dataset]
+    stage = None
     if args.resume:
         out = check_out_path(args.out, inputs)
         if not out.is_dir():
-            raise SystemExit(f"error: --resume: {args.out} does not exist")
-    else:
-        out = prepare_out_dir(args.out, args.overwrite, inputs, "train")
+            raise UsageError(f"--resume: {args.out} does not exist")
+    else:  # over an earlier run: in a staging folder, moved into --out when it ends
+        stage = _StagedRun(args.out, args.overwrite, inputs)
+        out = stage.folder
     before = user_files(out)  # the user's files here: never listed as ours
     try:
         ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
         agents = run_training(cfg, out, resume=args.resume, progress=not args.quiet, ray=ray and ray.options(args))
     except KeyboardInterrupt:
+        if stage is not None:
+            out = stage.end(KeyboardInterrupt())
+            if out is None:
+                print(f"\ninterrupted: {args.out} was left as it was; no checkpoint of this "
+                      "run was kept", file=sys.stderr)
+                return 130
         ckpts = sorted(out.glob("checkpoints/*/step*.zip"), key=lambda p: p.stat().st_mtime)
         where = f"the last checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
         print(f"\ninterrupted: {where}; continue with the same options and --resume "
               f"(finished agents in {out} are kept)", file=sys.stderr)
         return 130
+    except BaseException as e:
+        if stage is not None:
+            stage.end(e)
+        raise
     finally:  # what this run wrote, so that a later --overwrite removes exactly that
-        record_outputs(out, "train", before)
+        if stage is None:
+            record_outputs(out, "train", before)
+    if stage is not None:
+        out = stage.end(None)
     print(f"-> {out}/ ({len(agents)} agent file(s), training-curve.png, tensorboard/, checkpoints/)")
     for a in agents:
         print(f"   {a}")
     return 0
+
+
+def _check_training_data(cfg) -> None:
+    """A training dataset is opened (every file checked) and needs every frame annotated:
+    both known before any folder is made."""
+    if cfg.dataset is None:
+        return
+    from sam2rl_fast.data.datasets import check_fully_annotated, open_dataset
+
+    check_fully_annotated(open_dataset(cfg.dataset, split=cfg.dataset_split, sequences=cfg.sequences))
+
+
+class _StagedRun:
+    """Where a new training run writes. Into --out itself when it is new or empty (nothing
+    to lose; a killed run resumes from it); over an earlier run (--overwrite) into a staging
+    folder (`staged_output`), moved in when it ends, so that a failed, interrupted or
+    killed run leaves the earlier run as it was. A run that fails before its first
+    checkpoint leaves nothing."""
+
+    def __init__(self, out, overwrite: bool, inputs):
+        from sam2rl_fast.outputs import clean_stale
+
+        path = check_out_path(out, inputs)
+        self.out, self.path = Path(out), path
+        self.fresh = not (path.is_dir() and any(path.iterdir()))
+        self._cm = None
+        if self.fresh:
+            self.created = not path.exists()
+            path.mkdir(parents=True, exist_ok=True)
+            clean_stale(path)
+            self.folder = path
+        else:
+            self._cm = staged_output(out, overwrite, inputs, "train")
+            self.folder = self._cm.__enter__()
+        self._ended = False
+
+    def end(self, error):
+        """Finish (error None) or abandon the run; the folder it is now in, or None."""
+        import shutil
+
+        if self._ended:
+            return self.out
+        self._ended = True
+        if self._cm is not None:
+            if error is None:
+                self._cm.__exit__(None, None, None)
+                return self.out
+            self._cm.__exit__(type(error), error, error.__traceback__)
+            return None
+        if error is not None and not (any(self.path.glob("checkpoints/*/step*.zip"))
+                                      or any(self.path.glob("*.zip"))):
+            for p in list(self.path.iterdir()):  # the folder was new or empty: all is this run's
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            if self.created:
+                self.path.rmdir()
+            return None
+        record_outputs(self.path, "train", set())
+        return self.out
 
 
 def _add_precision_arg(p):
@@ -344,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = e
 
         def unavailable(args):
-            raise SystemExit(f"error: {args.command} is unavailable here: {missing}")
+            raise UsageError(f"{args.command} is unavailable here: {missing}")
 
         for p in (p_agent, p_attn):
             p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -375,6 +506,14 @@ def _run(args) -> int:
     except (ValueError, FileNotFoundError, OutputDirError) as e:  # bad input: one clear line
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file that cannot be read or written: one line naming it
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the outputs are staged: nothing half-written was kept
+        print(f"\ninterrupted: {args.command} stopped; its output was left as it was",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -287,12 +287,9 @@ def _move_in(stage: Path, path: Path, new: list[str]) -> None:
 
 @contextmanager
 def staged_output(out, overwrite: bool, inputs=(), command: str = "", option: str = "--out",
-                  log=print, keep_partial=None):
+                  log=print):
     """Yield a staging folder; on success move its files into `out` (checked as
-    `prepare_out_dir` checks it) and record them. On failure `out` is left as it was, but
-    for `keep_partial`: a function of the staging folder that says whether a failed run's
-    files are worth keeping (a training run's checkpoints, for `--resume`); they are then
-    moved into `out` when it was new or empty."""
+    `prepare_out_dir` checks it) and record them. On failure `out` is left as it was."""
     path = check_out_path(out, inputs, option)
     was_empty = not _not_empty(path)
     if not was_empty and not overwrite:
@@ -305,10 +302,6 @@ def staged_output(out, overwrite: bool, inputs=(), command: str = "", option: st
     try:
         yield stage
     except BaseException:
-        if keep_partial is not None and keep_partial(stage) and not _not_empty(path):
-            new = [f for f in _entries(stage) if not (stage / f).is_symlink()]
-            _move_in(stage, path, new)
-            write_manifest(path, new, command)
         shutil.rmtree(stage, ignore_errors=True)
         raise
     new = [f for f in _entries(stage) if not (stage / f).is_symlink()]

@@ -230,3 +230,42 @@ def test_fuzz_cli_options_end_in_results_or_one_clear_line(tmp_path, clip, box, 
         code = 2 if e.code not in (0, None) else 0
     assert code in (0, 2)
     assert code == 0 or not out.exists()
+
+
+# ------------------------------------------------------------------ silent garbage
+def test_16_bit_png_frames_follow_the_pixel_rule(tmp_path):
+    """A 16-bit PNG frame used to become solid white (PIL's convert("RGB") clips it)."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    Image.fromarray(ramp).save(folder / "00000.png")
+    with pytest.raises(VideoError, match="00000.png.*outside 0..255"):
+        list(open_video(folder))
+    small = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 3)  # within 0..255: read as is
+    Image.fromarray(small).save(folder / "00000.png")
+    (frame,) = list(open_video(folder))
+    assert np.array_equal(frame[..., 0], small.astype(np.uint8)) and frame.shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize("first", ["uint8", "float"])
+def test_a_stream_may_not_mix_float_and_integer_frames(first):
+    u8 = np.full((8, 8, 3), 200, np.uint8)
+    f = np.full((8, 8, 3), 0.5, np.float32)
+    frames = [u8, f] if first == "uint8" else [f, u8]
+    for src in (frames, iter(frames)):
+        with pytest.raises(VideoError, match="frame 1.*after (integer|float) frames"):
+            list(open_video(src))
+
+
+def test_overlay_keeps_a_low_frame_rate(tmp_path):
+    import av
+
+    from sam2rl_fast.tracking.video import write_video
+
+    frames = [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(3)]
+    write_video(iter(frames), tmp_path / "v.mp4", fps=0.3)
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        assert float(c.streams.video[0].average_rate) == pytest.approx(0.3)
+    for bad in (0.0, float("inf"), float("nan"), -1.0):
+        with pytest.raises(ValueError, match="fps"):
+            write_video(iter(frames), tmp_path / "w.mp4", fps=bad)

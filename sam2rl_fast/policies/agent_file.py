@@ -163,7 +163,8 @@ def load_sb3(path, device: str = "cpu"):
         agent = PPO(SlotPolicy, None, device=device, policy_kwargs=kwargs, _init_setup_model=False,
                     clip_range=float(clip) if _plain(clip, float) else 0.2,
                     **{k: v for k, v in hyper.items()})
-        agent.observation_space, agent.action_space, agent.n_envs = obs_space, act_space, 1
+        n_envs = data.get("n_envs") if _plain(data.get("n_envs"), int) and data["n_envs"] > 0 else 1
+        agent.observation_space, agent.action_space, agent.n_envs = obs_space, act_space, n_envs
         agent._setup_model()
         agent.policy.load_state_dict(weights, strict=True)
         if opt is not None:
@@ -175,6 +176,12 @@ def load_sb3(path, device: str = "cpu"):
     for k in _COUNTERS:
         if _plain(data.get(k), int):
             setattr(agent, k, data[k])
+    from collections import deque
+
+    # SB3's episode-statistics windows (pickled in `data`): empty; a resume's run state
+    # (`rl.resume`) puts the episode window back
+    agent.ep_info_buffer = deque(maxlen=agent._stats_window_size)
+    agent.ep_success_buffer = deque(maxlen=agent._stats_window_size)
     if _plain(data.get("_current_progress_remaining"), float):
         agent._current_progress_remaining = float(data["_current_progress_remaining"])
     return agent, meta

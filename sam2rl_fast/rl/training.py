@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,9 @@ MODES = ("per-video", "multi-video")
 EPISODE_COLUMNS = ["timesteps", "wall_s", "video", "return", "episode_iou", "stock_episode_iou"]
 # settings that do not change what a run computes: free to differ on --resume
 RESUME_FREE = ("device", "eval_videos", "check_headroom")
+# the `sam2rl-fast train` option of a setting, named in its error
+_FLAGS = {"num_videos": "videos", "total_steps": "total-steps", "num_envs": "num-envs", "seed": "seed",
+          "suites": "suite", "split": "split", "mode": "mode", "model": "model"}
 
 
 @dataclass
@@ -74,6 +79,70 @@ class TrainConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if isinstance(self.suites, str):
             self.suites = [self.suites]
+        self.validate()
+
+    def validate(self) -> None:
+        """Every setting's type and range, so that a bad one fails here, before a run folder
+        or a model exists (not deep in SB3 after the headroom step)."""
+        def bad(name, want, v=None):
+            flag = _FLAGS.get(name)
+            where = f"{name} (--{flag})" if flag else name
+            got = getattr(self, name) if v is None else v
+            raise ValueError(f"setting {where} must be {want}, got {got!r}")
+
+        def integer(v):
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        def real(v):
+            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+        for name in ("num_videos", "num_frames", "size", "num_envs", "total_steps", "capacity",
+                     "n_steps", "n_epochs", "d_model"):
+            if not integer(getattr(self, name)) or getattr(self, name) < 1:
+                bad(name, "a positive integer")
+        for name in ("checkpoint_every", "eval_videos", "seed"):
+            if not integer(getattr(self, name)) or getattr(self, name) < 0:
+                bad(name, "an integer >= 0")
+        if not integer(self.batch_size) or self.batch_size < 2:
+            bad("batch_size", "an integer >= 2")
+        if self.num_frames < 3:
+            bad("num_frames", "at least 3 (a prompt frame and two decisions)")
+        if self.first_seed is not None and (not integer(self.first_seed) or self.first_seed < 0):
+            bad("first_seed", "an integer >= 0 or absent")
+        if self.episode_length is not None and (not integer(self.episode_length) or self.episode_length < 3):
+            bad("episode_length", "an integer >= 3 or absent")
+        for name, lo, hi in (("learning_rate", 0, None), ("clip_range", 0, None), ("gamma", 0, 1),
+                             ("gae_lambda", 0, 1)):
+            v = getattr(self, name)
+            if not real(v) or v <= lo or (hi is not None and v > hi):
+                bad(name, f"a number in ({lo}, {hi}]" if hi is not None else f"a number > {lo}")
+        for name in ("ent_coef", "fifo_prior"):
+            if not real(getattr(self, name)) or getattr(self, name) < 0:
+                bad(name, "a finite number >= 0")
+        for name in ("random_window", "check_headroom"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "true or false")
+        from sam2rl_fast.rl.episodes import REWARDS
+
+        if self.reward not in REWARDS:
+            bad("reward", f"one of {list(REWARDS)}")
+        if self.split not in ("heldout", "train"):
+            bad("split", "heldout or train")
+        for name in ("model", "device", "dataset", "dataset_split"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                bad(name, "a string or absent")
+        if not isinstance(self.suites, (list, tuple)) or not self.suites \
+                or not all(isinstance(x, str) for x in self.suites):
+            bad("suites", "a non-empty list of suite names")
+        if self.dataset is None:
+            from sam2rl_fast.data.synthetic import SUITES
+
+            unknown = [x for x in self.suites if x not in SUITES]
+            if unknown:
+                bad("suites", f"names from {sorted(SUITES)} (unknown: {unknown})")
+        if self.sequences is not None and (not isinstance(self.sequences, (list, tuple))
+                                           or not all(isinstance(x, str) for x in self.sequences)):
+            bad("sequences", "a list of video names or absent")
 
     @classmethod
     def from_toml(cls, path, **overrides) -> TrainConfig:
@@ -86,7 +155,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
         d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**d)
+        try:
+            return cls(**d)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def seeds(self, suite: str) -> list[int]:
         rng = suite_seeds(suite, self.split)

@@ -65,10 +65,20 @@ def pixel_scale(a: np.ndarray, where: str) -> float:
     raise VideoError(f"{where}: unsupported pixel type {a.dtype}")
 
 
-def _check_frame(frame, where: str, scale: float | None = None) -> tuple[np.ndarray, float]:
+def _kind(a: np.ndarray) -> str:
+    return "float" if np.issubdtype(a.dtype, np.floating) else "integer"
+
+
+def _check_frame(frame, where: str, scale: float | None = None,
+                 kind: str | None = None) -> tuple[np.ndarray, float]:
     """(RGB uint8 frame, scale used): `scale` fixed by the video's first frame or whole
-    array, so that every frame of a float video is read the same way."""
+    array, so that every frame of a float video is read the same way; `kind` (float or
+    integer) is the first frame's: a stream may not mix them (a float frame in [0, 1] read
+    at a uint8 frame's scale would be black)."""
     a = np.asarray(frame)
+    if kind is not None and a.dtype != bool and _kind(a) != kind:
+        raise VideoError(f"{where}: a {a.dtype} frame after {kind} frames; every frame of a "
+                         "video must have one pixel type (uint8, or floats in [0, 1])")
     if a.ndim == 2:  # grayscale: replicate, as PIL's convert("RGB") does
         a = np.repeat(a[..., None], 3, axis=-1)
     if a.ndim != 3 or a.shape[-1] not in (3, 4):
@@ -97,6 +107,7 @@ class VideoSource:
         self.num_frames = num_frames
         self.name = name
         self._first: np.ndarray | None = None
+        self._first_kind: str | None = None
         self._iter: Iterator | None = None
         self._scale = self._given_scale = scale
         # a one-shot iterator (a generator) can be read once; say so instead of yielding nothing
@@ -111,8 +122,9 @@ class VideoSource:
             self._consumed = True
             self._iter = iter(self._frames)
             try:
-                self._first, self._scale = _check_frame(next(self._iter), self.name,
-                                                        self._given_scale)
+                raw = np.asarray(next(self._iter))
+                self._first, self._scale = _check_frame(raw, self.name, self._given_scale)
+                self._first_kind = _kind(raw)
             except StopIteration:
                 raise VideoError(f"{self.name}: the video has no frames") from None
         return self._first
@@ -131,7 +143,7 @@ class VideoSource:
         H, W = first.shape[:2]
         yield first
         for t, f in enumerate(rest, start=1):
-            f, _ = _check_frame(f, self.name, self._scale)
+            f, _ = _check_frame(f, f"{self.name} frame {t}", self._scale, self._first_kind)
             if f.shape[:2] != (H, W):
                 raise VideoError(f"{self.name}: frame {t} is {f.shape[1]}x{f.shape[0]}, "
                                  f"frame 0 is {W}x{H}; all frames must have one size")
@@ -149,9 +161,16 @@ def _folder_frames(paths: list[Path]) -> Iterator[np.ndarray]:
     for p in paths:
         try:
             with Image.open(p) as img:
-                yield np.array(img.convert("RGB"))
+                if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                    # 16-bit or 32-bit grayscale: PIL's convert("RGB") clips it to white;
+                    # read its values by the one pixel rule instead
+                    a = np.array(img)
+                    pixel_scale(a, f"frame {p} (a {img.mode} image)")
+                else:
+                    a = np.array(img.convert("RGB"))
         except (UnidentifiedImageError, OSError) as e:
             raise VideoError(f"cannot read frame {p}: {e}") from e
+        yield a
 
 
 def _file_frames(path: Path) -> Iterator[np.ndarray]:
@@ -255,6 +274,10 @@ def write_video(frames: Iterable[np.ndarray], path, fps: float = 10.0) -> Path:
     """Write RGB frames as an H.264 MP4 (or GIF when the suffix is .gif)."""
     import av
 
+    from fractions import Fraction
+
+    if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
     path = Path(path)
     frames = iter(frames)
     first = next(frames)
@@ -267,7 +290,7 @@ def write_video(frames: Iterable[np.ndarray], path, fps: float = 10.0) -> Path:
     H, W = first.shape[:2]
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
-                         rate=int(round(fps)))
+                         rate=Fraction(fps).limit_denominator(1001))  # 0.3 fps stays 0.3
         s.width, s.height, s.pix_fmt = W - W % 2, H - H % 2, "yuv420p"  # 4:2:0 needs even sizes
         if s.codec_context.name == "libx264":
             s.options = {"crf": "18"}  # visually lossless: overlays keep thin mask edges

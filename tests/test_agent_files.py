@@ -124,3 +124,23 @@ def test_weights_of_another_network_are_refused(agent_zip, tmp_path):
     _rewrite(path, bad, "policy.pth", buf.getvalue())
     with pytest.raises(AgentFileError, match="do not fit"):
         load_sb3(bad)
+
+
+def test_a_run_state_is_read_without_running_code(tmp_path):
+    import random
+
+    from sam2rl_fast.rl.resume import load_run_state
+
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "ep_info_buffer": [{"r": np.float64(0.5), "l": 22}], "lanes": [(0, np.int64(3))]}
+    good = tmp_path / "good.state.pt"
+    torch.save(state, good)
+    back = load_run_state(good)
+    assert torch.equal(back["torch"], state["torch"]) and back["python"] == state["python"]
+    assert np.array_equal(back["numpy"][1], state["numpy"][1]) and back["ep_info_buffer"] == state["ep_info_buffer"]
+    marker = tmp_path / "ran.txt"
+    bad = tmp_path / "bad.state.pt"
+    torch.save({**state, "x": _Marker(marker)}, bad)
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        load_run_state(bad)
+    assert not marker.exists()

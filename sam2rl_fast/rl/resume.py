@@ -56,5 +56,21 @@ def restore_run_state(ppo, venv, state: dict) -> dict | None:
     return state.get("logger")  # for `Progress`: learn() makes a new logger first
 
 
+def load_run_state(path) -> dict:
+    """A run state file, read with `torch.load(weights_only=True)`: tensors, numpy arrays
+    and plain containers only (the few numpy types it holds are allowed), never code."""
+    import torch
+
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct, scalar
+    allowed = [np.ndarray, np.dtype, _reconstruct, scalar] + [
+        type(np.dtype(t)) for t in (np.bool_, np.uint8, np.int32, np.int64, np.uint32, np.uint64,
+                                    np.float32, np.float64)]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, weights_only=True)
+
+
 def state_path(agent_zip: Path) -> Path:
     return agent_zip.with_suffix(".state.pt")

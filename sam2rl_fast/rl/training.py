@@ -26,7 +26,7 @@ import tomllib
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sam2rl_fast.data.synthetic import generate_video, suite_seeds
-from sam2rl_fast.rl.resume import restore_run_state, run_state, state_path
+from sam2rl_fast.rl.resume import load_run_state, restore_run_state, run_state, state_path
 
 MODES = ("per-video", "multi-video")
 EPISODE_COLUMNS = ["timesteps", "wall_s", "video", "return", "episode_iou", "stock_episode_iou"]
@@ -290,7 +290,7 @@ def train_agent(cfg: TrainConfig, items, model, out: Path, *, name: str = "agent
         ppo.tensorboard_log = str(out / "tensorboard")
         state_file = state_path(Path(resume))
         if state_file.is_file():
-            pending_log = restore_run_state(ppo, venv, torch.load(state_file, weights_only=False))
+            pending_log = restore_run_state(ppo, venv, load_run_state(state_file))
         else:
             log(f"{state_file} is missing: the resume starts new episodes (not bit-exact)")
         log(f"resuming {resume} at {ppo.num_timesteps} steps")

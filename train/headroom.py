@@ -3,14 +3,16 @@
     python train/headroom.py --suite occlusion --suite distractor --videos 10 [--model CKPT]
     python train/headroom.py --dataset ROOT [--dataset-split val] [--sequences a,b] [--model CKPT]
     python train/headroom.py ... --ray [ADDRESS]   # a Ray task per video (docs/cluster.md)
-    python train/headroom.py --suite drift --oracle 4   # and the oracle (beam search, locally)
+    python train/headroom.py --suite drift --oracle 2 --oracle 4 --oracle 8   # and the oracle
+                                                    # (beam search, locally), with its cost
 
 Per video: the stock rule's J, and the mean-IoU gain over it of "prompt only", FIFO, and
 K random decision sequences (their mean and best). If the best random gain is ~0 on a
 suite, the model's output does not depend on its recent memories there, and no memory
 policy (heuristic or learned) can improve it: train the model, not the agent. --oracle B
 adds the best decision sequence a beam search of width B finds against the ground truth
-(`sam2rl_fast.rl.oracle`): the reachable gain a policy's gain is compared with.
+(`sam2rl_fast.rl.oracle`): the reachable gain a policy's gain is compared with; each beam's
+cost is printed (lane-steps: lanes x decisions; seconds). --json FILE writes every row.
 """
 
 import argparse
@@ -39,15 +41,16 @@ def main(argv=None) -> int:
                                                     "of the suites")
     ap.add_argument("--dataset-split", default=None, help="with --dataset: a split file's name (e.g. val)")
     ap.add_argument("--sequences", default=None, help="with --dataset: comma-separated videos")
-    ap.add_argument("--oracle", type=int, default=None, metavar="BEAM",
-                    help="also search the best decisions with a beam of BEAM (local, not on Ray)")
+    ap.add_argument("--oracle", type=int, action="append", default=None, metavar="BEAM",
+                    help="also search the best decisions with a beam of BEAM (repeatable; local, not on Ray)")
+    ap.add_argument("--json", default=None, metavar="FILE", help="write the oracle rows (actions included)")
     ap.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                     help="a Ray task per video: on the Ray cluster at ADDRESS, or a new local Ray")
     args = ap.parse_args(argv)
     if args.dataset is not None and args.suite:
         ap.error("--suite and --dataset exclude each other")
-    if args.oracle is not None and args.oracle < 1:
-        ap.error(f"--oracle: the beam must be >= 1, got {args.oracle}")
+    if args.oracle is not None and min(args.oracle) < 1:
+        ap.error(f"--oracle: a beam must be >= 1, got {min(args.oracle)}")
     groups = {}  # title -> items (frames, masks, name)
     if args.dataset is not None:
         try:
@@ -61,7 +64,7 @@ def main(argv=None) -> int:
             v = generate_video(suite, seed, num_frames=args.frames, height=256, width=256)
             groups[suite].append((v.frames, v.masks, f"{suite}-{seed}"))
     model = build_model(args.model, device="cpu")
-    failed = {}
+    failed, oracle_rows = {}, []
     with contextlib.ExitStack() as stack:
         if args.ray is not None:  # the same rows, a Ray task per video
             from sam2rl_fast.rl.ray import RayOptions, session
@@ -80,7 +83,18 @@ def main(argv=None) -> int:
             _report(title, rows)
             if args.oracle is not None:
                 vids = vids or prepare_videos(items, model, progress=False)
-                _report_oracle(title, [oracle_search(v, model, beam=args.oracle) for v in vids])
+                for beam in args.oracle:
+                    rows = [oracle_search(v, model, beam=beam) for v in vids]
+                    _report_oracle(title, rows)
+                    oracle_rows += [{"group": title, "video": r.video, "beam": r.beam, "stock": r.stock,
+                                     "oracle": r.oracle, "gain": r.gain, "lane_steps": r.lane_steps,
+                                     "seconds": round(r.seconds, 2), "actions": r.actions.tolist()}
+                                    for r in rows]
+    if args.json is not None and oracle_rows:
+        import json
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps(oracle_rows, indent=1))
     if failed:
         print(f"error: {len(failed)} video(s) failed: {failed}", file=sys.stderr)
     return 1 if failed else 0
@@ -97,8 +111,10 @@ def _report(title, rows) -> None:
 def _report_oracle(title, rows) -> None:
     if rows:
         print(format_oracle(rows))
-        print(f"{title}: mean oracle gain {np.mean([r.gain for r in rows]):+.4f} "
-              f"(beam {rows[0].beam})\n", flush=True)
+        steps, secs = sum(r.lane_steps for r in rows), sum(r.seconds for r in rows)
+        print(f"{title}: mean oracle gain {np.mean([r.gain for r in rows]):+.4f} (beam {rows[0].beam}; "
+              f"{steps} lane-steps, {secs / 60:.1f} min, {steps / max(secs, 1e-9):.0f} lane-steps/s)\n",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ policy's gain is compared with (the MDP of docs/rl-environment.md: rewarded fram
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,8 @@ class OracleResult:
     ious: np.ndarray  # [L] its IoU per frame (frame 0: the prompt)
     object_scores: np.ndarray  # [L-2] its object-score logits on frames 2..L-1
     beam: int
+    lane_steps: int = 0  # lanes x decisions the search ran
+    seconds: float = 0.0
 
     @property
     def gain(self) -> float:
@@ -42,17 +45,24 @@ class OracleResult:
 
 @torch.inference_mode()
 def oracle_search(video: EpisodeVideo, model, *, beam: int = 4, obj: int = 0,
-                  capacity: int = 7) -> OracleResult:
-    """The best decision sequence for `video`'s object `obj` that a beam of `beam` finds."""
+                  capacity: int = 7, precision: str = "fp32") -> OracleResult:
+    """The best decision sequence for `video`'s object `obj` that a beam of `beam` finds.
+    Its cost: `beam` x (capacity + 1) lanes for each of the video's L - 2 decisions
+    (`OracleResult.lane_steps`), `seconds` of wall time."""
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
     A = capacity + 1
     N = beam * A
-    batch = EpisodeBatch([video], model, N, obj=obj, capacity=capacity)
+    t0 = time.perf_counter()
+    batch = EpisodeBatch([video], model, N, obj=obj, capacity=capacity, precision=precision)
     try:
-        return _search(batch, video, beam, obj, A)
+        with batch._precision():
+            res = _search(batch, video, beam, obj, A)
     finally:
         batch.close()
+    res.lane_steps = N * (batch.L - 2)
+    res.seconds = time.perf_counter() - t0
+    return res
 
 
 def _search(batch: EpisodeBatch, video: EpisodeVideo, beam: int, obj: int, A: int) -> OracleResult:
@@ -107,9 +117,10 @@ def _key(bank, lane: int, A: int) -> tuple:
 
 
 def format_oracle(rows: list[OracleResult]) -> str:
-    lines = [f"{'video':<22}{'stock J':>8}{'oracle J':>9}{'gain':>9}"]
+    lines = [f"{'video':<22}{'beam':>5}{'stock J':>8}{'oracle J':>9}{'gain':>9}{'lane-steps':>11}{'s':>7}"]
     for r in rows:
-        lines.append(f"{r.video:<22}{r.stock:>8.3f}{r.oracle:>9.3f}{r.gain:>+9.4f}")
+        lines.append(f"{r.video:<22}{r.beam:>5}{r.stock:>8.3f}{r.oracle:>9.3f}{r.gain:>+9.4f}"
+                     f"{r.lane_steps:>11}{r.seconds:>7.1f}")
     return "\n".join(lines)
 
 

@@ -70,13 +70,21 @@ def test_bad_beam_is_a_clear_error(videos, model):
         oracle_search(videos[0], model, beam=0)
 
 
-def test_headroom_script_reports_the_oracle(capsys):
+def test_headroom_script_reports_the_oracle(capsys, tmp_path):
+    import json
+
     import headroom  # train/headroom.py (tests/conftest.py puts train/ on the path)
 
+    rows = tmp_path / "oracle.json"
     assert headroom.main(["--suite", "occlusion", "--videos", "1", "--frames", "6",
-                          "--samples", "2", "--oracle", "2"]) == 0
+                          "--samples", "2", "--oracle", "1", "--oracle", "2", "--json", str(rows)]) == 0
     out = capsys.readouterr().out
-    assert "oracle J" in out and "occlusion: mean oracle gain" in out and "(beam 2)" in out
+    assert "oracle J" in out and "occlusion: mean oracle gain" in out
+    assert "(beam 1;" in out and "(beam 2;" in out and "lane-steps/s" in out
+    got = json.loads(rows.read_text())
+    assert [r["beam"] for r in got] == [1, 2]
+    assert [r["lane_steps"] for r in got] == [8 * 4, 16 * 4]  # beam x 8 lanes, 4 decisions
+    assert all(len(r["actions"]) == 4 for r in got)
     with pytest.raises(SystemExit):
         headroom.main(["--suite", "occlusion", "--oracle", "0"])
     assert "--oracle" in capsys.readouterr().err

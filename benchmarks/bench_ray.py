@@ -5,7 +5,7 @@ The same per-video job on every row (`sam2rl-fast train` in per-video mode: feat
 headroom check, PPO, the agent's evaluation against sam2, samurai and dam4sam on its video):
 
 - sequential: `run_training` without Ray, one torch thread (as a 1-CPU task);
-- ray, W workers: `run_training(..., ray=...)` on a local Ray of W CPUs (one task per CPU),
+- ray, W workers: `rl.ray.fleet.run_fleet` on a local Ray of W CPUs (one task per CPU),
   the Ray start timed apart; the agents are checked equal to the sequential ones.
 
     python benchmarks/bench_ray.py [--videos 4] [--workers 1 2] [--frames 12] [--steps 80]
@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     import torch
 
     from sam2rl_fast.rl.ray import RayOptions, session
+    from sam2rl_fast.rl.ray.fleet import run_fleet
     from sam2rl_fast.rl.training import TrainConfig, run_training
 
     torch.set_num_threads(1)
@@ -90,8 +91,8 @@ def main(argv=None) -> int:
             with session(RayOptions(num_cpus=w), log=lambda m: None):
                 start = time.perf_counter() - t0
                 t1 = time.perf_counter()
-                run_training(TrainConfig(**cfg), tmp / f"ray{w}", progress=False, log=lambda m: None,
-                             ray=RayOptions())
+                run_fleet(TrainConfig(**cfg), tmp / f"ray{w}", RayOptions(), progress=False,
+                          log=lambda m: None)
                 wall = time.perf_counter() - t1
             with open(tmp / f"ray{w}" / "fleet.csv", newline="") as fh:
                 task_s = [float(r["seconds"]) for r in csv.DictReader(fh)]

@@ -278,8 +278,11 @@ def _train(args) -> int:
         out = stage.folder
     before = user_files(out)  # the user's files here: never listed as ours
     try:
-        ray = None if args.ray is None else importlib.import_module("sam2rl_fast.rl.ray.cli")  # --ray
-        agents = run_training(cfg, out, resume=args.resume, progress=not args.quiet, ray=ray and ray.options(args))
+        if args.ray is None:
+            agents = run_training(cfg, out, resume=args.resume, progress=not args.quiet)
+        else:  # --ray: Ray and the fleet load only here
+            ray = importlib.import_module("sam2rl_fast.rl.ray.cli")
+            agents = ray.run_fleet(cfg, out, ray.options(args), resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:
         if stage is not None:
             out = stage.end(KeyboardInterrupt())

@@ -22,6 +22,7 @@ pytest.importorskip("stable_baselines3", reason="the training stack is not insta
 
 from sam2rl_fast.outputs import MANIFEST  # noqa: E402
 from sam2rl_fast.rl.ray import RayOptions, run_tasks, session  # noqa: E402
+from sam2rl_fast.rl.ray.fleet import run_fleet  # noqa: E402
 from sam2rl_fast.rl.training import TrainConfig, run_training  # noqa: E402
 
 # 6-frame 64 px videos, two PPO updates: seconds per agent
@@ -179,7 +180,7 @@ def test_a_killed_worker_is_retried_and_the_fleet_equals_the_sequential_run(clus
     th.start()
     logs = []
     try:
-        agents = run_training(TrainConfig(**TINY), out, progress=False, log=logs.append, ray=RayOptions())
+        agents = run_fleet(TrainConfig(**TINY), out, RayOptions(), progress=False, log=logs.append)
     finally:
         th.join()
     assert killed, "no training task was seen running"
@@ -197,10 +198,11 @@ def test_killed_driver_then_resume_skips_finished_videos(cluster, sequential, tm
     trains only the other one, and evaluates both."""
     out = tmp_path / "fleet"
     address = cluster.get_runtime_context().gcs_address
-    code = ("from sam2rl_fast.rl.training import TrainConfig, run_training\n"
+    code = ("from sam2rl_fast.rl.training import TrainConfig\n"
             "from sam2rl_fast.rl.ray import RayOptions\n"
-            f"run_training(TrainConfig(**{TINY!r}), {str(out)!r}, progress=False, "
-            f"ray=RayOptions(address={address!r}, cpus=1.5))\n")
+            "from sam2rl_fast.rl.ray.fleet import run_fleet\n"
+            f"run_fleet(TrainConfig(**{TINY!r}), {str(out)!r}, RayOptions(address={address!r}, cpus=1.5), "
+            "progress=False)\n")
     with open(tmp_path / "driver.log", "w") as err:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=err, stderr=err,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -215,7 +217,7 @@ def test_killed_driver_then_resume_skips_finished_videos(cluster, sequential, tm
     other = [n for n in NAMES if n not in first]
     assert not (out / f"{other[0]}.zip").exists()  # killed in the middle of the second video
     logs = []
-    run_training(TrainConfig(**TINY), out, resume=True, progress=False, log=logs.append, ray=RayOptions())
+    run_fleet(TrainConfig(**TINY), out, RayOptions(), resume=True, progress=False, log=logs.append)
     assert any(m.endswith(f"{first[0]}.zip exists: done") for m in logs), logs
     rows = _fleet_rows(out)
     assert [(r["video"], r["status"]) for r in rows] == [(first[0], "trained"), (other[0], "trained")]
@@ -247,8 +249,8 @@ def test_multi_video_rollouts_on_actors_equal_memory_control_vecenv(cluster, tmp
     cfg = dict(TINY, mode="multi-video", num_videos=3, num_envs=4, total_steps=32, batch_size=16)
     with one_thread():  # the learner (in the driver) on one thread too
         run_training(TrainConfig(**cfg), tmp_path / "seq", progress=False, log=lambda m: None)
-        run_training(TrainConfig(**cfg), tmp_path / "ray", progress=False, log=lambda m: None,
-                     ray=RayOptions(actors=2))
+        run_fleet(TrainConfig(**cfg), tmp_path / "ray", RayOptions(actors=2), progress=False,
+                  log=lambda m: None)
     seq, ray_ = tmp_path / "seq", tmp_path / "ray"
     _assert_same_agent(seq / "agent.zip", ray_ / "agent.zip", exact=False)
     a, b = _rows(seq / "agent-episodes.csv"), _rows(ray_ / "agent-episodes.csv")

@@ -1,6 +1,6 @@
 """PPO training of memory-control agents on the batched environment.
 
-Two modes, as the issue and the SAM2RL paper frame them:
+Two modes, as the SAM2RL paper frames them:
 
 - ``per-video``: one agent per video, trained on that video's episodes (the paper's
   setting: test-time optimisation with the video's ground truth), one file per video;
@@ -391,22 +391,25 @@ def latest_checkpoint(out: Path, name: str) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool = True, log=print,
-                 ray=None) -> list[Path]:
-    """Train the config's agent(s) into folder `out`; returns the agent files. `ray`: a
-    `rl.ray.RayOptions` to run them on Ray (`rl.ray.fleet`)."""
-    from sam2rl_fast.model.loading import build_model
-
+def start_run(cfg: TrainConfig, out, resume: bool = False) -> Path:
+    """The run folder `out` with the config's config.json; a resume is checked against the
+    run's settings first, before anything is touched."""
     out = Path(out)
-    check_resume_config(cfg, out) if resume else None  # before anything is touched
+    check_resume_config(cfg, out) if resume else None
     out.mkdir(parents=True, exist_ok=True)
     if not resume or not (out / "config.json").is_file():
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    if ray is not None:
-        from sam2rl_fast.rl.ray.fleet import run_fleet
+    return out
 
-        return run_fleet(cfg, out, ray, resume=resume, progress=progress, log=log)
+
+def run_training(cfg: TrainConfig, out, *, resume: bool = False, progress: bool = True,
+                 log=print) -> list[Path]:
+    """Train the config's agent(s) in this process into folder `out`; returns the agent
+    files. The same run on Ray: `rl.ray.fleet.run_fleet`."""
+    from sam2rl_fast.model.loading import build_model
     from sam2rl_fast.rl.features import FeatureCache
+
+    out = start_run(cfg, out, resume)
 
     model = build_model(cfg.model, device=cfg.device)
     items = suite_items(cfg)

@@ -41,6 +41,13 @@ class RayOptions:
     num_cpus: int | None = None
 
 
+def check_device(device, opts: RayOptions) -> None:
+    """Refuse a CUDA device on Ray without a GPU for each task."""
+    if str(device or "").startswith("cuda") and not opts.gpus:
+        raise ValueError(f"device {device} with --ray: give each task a GPU with --ray-gpus (1, or 0.25 for "
+                         "four tasks per GPU); without it tasks see no GPU")
+
+
 class RayMissing(ValueError):
     """--ray without Ray installed."""
 

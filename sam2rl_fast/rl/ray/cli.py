@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from sam2rl_fast.rl.ray import RayOptions
+from sam2rl_fast.rl.ray import RayOptions, check_device
 from sam2rl_fast.rl.ray import evaluate as ray_eval
+from sam2rl_fast.rl.ray.fleet import run_fleet  # noqa: F401  (`sam2rl-fast train --ray`)
 
 
 def options(args) -> RayOptions:
@@ -14,12 +15,6 @@ def options(args) -> RayOptions:
     opts = RayOptions(address=args.ray or None, cpus=getattr(args, "ray_cpus", 1.0), gpus=args.ray_gpus)
     check_device(getattr(args, "device", None), opts)
     return opts
-
-
-def check_device(device, opts: RayOptions) -> None:
-    if str(device or "").startswith("cuda") and not opts.gpus:
-        raise ValueError(f"device {device} with --ray: give each task a GPU with --ray-gpus (1, or 0.25 for "
-                         "four tasks per GPU); without it tasks see no GPU")
 
 
 def model(args):

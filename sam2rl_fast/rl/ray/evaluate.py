@@ -14,15 +14,8 @@ import time
 from pathlib import Path
 
 from sam2rl_fast.rl.ray import RayOptions, run_tasks
-from sam2rl_fast.rl.ray.tasks import (
-    HEADROOM_SAMPLES,
-    Synthetic,
-    dataset_task,
-    eval_task,
-    headroom_task,
-    pack_video,
-    sent_agents,
-)
+from sam2rl_fast.rl.ray.files import pack_video, sent_agents, write_files
+from sam2rl_fast.rl.ray.tasks import HEADROOM_SAMPLES, Synthetic, dataset_task, eval_task, headroom_task
 
 
 def _logging(results: dict, log):
@@ -55,7 +48,6 @@ def evaluate_dataset(dataset, agents, out: Path | None, box, opts: RayOptions, *
     """`dataset_eval.evaluate_dataset` with a task per video: the tasks get the video's files
     and the agent files, and send back the masks; the driver writes them and the CSVs."""
     from sam2rl_fast.eval.dataset_eval import write_toolkit_csvs
-    from sam2rl_fast.rl.ray.fleet import write_files
 
     names = names or [str(a) for a in agents]
     sent, results = sent_agents(agents), {}

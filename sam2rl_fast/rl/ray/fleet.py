@@ -16,21 +16,12 @@ import shutil
 from pathlib import Path
 
 from sam2rl_fast.rl.agent_eval import write_run_report
-from sam2rl_fast.rl.ray import FleetError, RayOptions, run_tasks, session
+from sam2rl_fast.rl.ray import FleetError, RayOptions, check_device, run_tasks, session
 from sam2rl_fast.rl.ray.evaluate import evaluate_suites, headroom_rows, log_headroom
+from sam2rl_fast.rl.ray.files import write_files
 from sam2rl_fast.rl.ray.tasks import Synthetic, eval_task, train_task
 
 FLEET_COLUMNS = ["video", "status", "seconds", "node", "pid", "error"]
-
-
-def write_files(out: Path, files: dict[str, bytes], last: str | None = None) -> None:
-    """Write `files` (relative path -> bytes) under `out`, each whole, `last` after the others."""
-    for rel in sorted(files, key=lambda r: r == last):
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".fleet-tmp")
-        tmp.write_bytes(files[rel])
-        tmp.replace(path)
 
 
 class FleetLog:
@@ -151,13 +142,13 @@ def train_multi_video(cfg, out: Path, opts: RayOptions, box, model, *, resume: b
 
 def run_fleet(cfg, out, opts: RayOptions, *, resume: bool = False, progress: bool = True,
               log=print) -> list[Path]:
-    """`training.run_training` on Ray, after it wrote the run's config.json."""
+    """`training.run_training` on Ray: the same run folder, each agent a Ray task (per-video)
+    or its episodes on Ray actors (multi-video)."""
     from sam2rl_fast.model.loading import build_model
-    from sam2rl_fast.rl.ray.cli import check_device
-    from sam2rl_fast.rl.training import plot_curves
+    from sam2rl_fast.rl.training import plot_curves, start_run
 
-    out = Path(out)
     check_device(cfg.device, opts)
+    out = start_run(cfg, out, resume)
     model = build_model(cfg.model, device="cpu")  # the object store's copy: workers move it
     with session(opts, log) as ray:
         box = [ray.put(model)]  # in a list: tasks fetch it once per worker, not per call

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2rl_fast.rl.ray.files import agents_here, folder_files, unpack_video
+
 HEADROOM_SAMPLES = 8  # as `training.check_headroom`
 
 
@@ -75,28 +77,6 @@ def headroom_rng(earlier_decisions: int, samples: int = HEADROOM_SAMPLES, capaci
     return rng
 
 
-def folder_files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
-def sent_agents(agents) -> list:
-    """Agents as tasks get them: built-in names as they are, files as (name, bytes)."""
-    return [(Path(a).name, Path(a).read_bytes()) if isinstance(a, (str, Path)) and Path(a).is_file()
-            else a for a in agents]
-
-
-def _agents_here(agents, folder: Path) -> list:
-    out = []
-    folder.mkdir(parents=True, exist_ok=True)
-    for a in agents:
-        if isinstance(a, tuple):  # (file name, bytes), as `sent_agents` sends a file
-            (folder / a[0]).write_bytes(a[1])
-            a = str(folder / a[0])
-        out.append(a)
-    return out
-
-
 def _where() -> dict:
     import ray
 
@@ -120,7 +100,7 @@ def eval_task(suite: str, seed: int, agents, box, num_frames: int, size: int, sp
 
     model, logs = worker_model(box, device, threads), []
     with tempfile.TemporaryDirectory(prefix="sam2rl-fleet-") as tmp:
-        scores = evaluate_agents([suite], _agents_here(agents, Path(tmp) / "agents"), model, split=split,
+        scores = evaluate_agents([suite], agents_here(agents, Path(tmp) / "agents"), model, split=split,
                                  seeds=[seed], num_frames=num_frames, size=size,
                                  first_target_only=first_target_only, log=logs.append)
     return scores, logs
@@ -157,36 +137,6 @@ def train_task(cfg, job, box, name: str, earlier: int | None, evaluate: bool, th
                 **_where())
 
 
-# ----------------------------------------------------------------- dataset videos
-def pack_video(video) -> dict:
-    """A `DatasetVideo`'s files as bytes (frames and annotations, as stored: compressed)."""
-    if video.layout == "sav":
-        ann = {f: {o: (p.name, p.read_bytes()) for o, p in per.items()} for f, per in video.annotations.items()}
-    else:
-        ann = {f: (p.name, p.read_bytes()) for f, p in video.annotations.items()}
-    return {"name": video.name, "layout": video.layout, "annotations": ann,
-            "frames": [(p.name, p.read_bytes()) for p in video.frames]}
-
-
-def unpack_video(packed: dict, root: Path):
-    """The `DatasetVideo` of `pack_video`'s files, written under `root`."""
-    from sam2rl_fast.data.datasets import DatasetVideo
-
-    def put(sub: str, name: str, data: bytes) -> Path:
-        path = root / sub / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return path
-
-    frames = [put("frames", n, d) for n, d in packed["frames"]]
-    if packed["layout"] == "sav":
-        ann = {f: {o: put(f"annotations/{o:03d}", *nd) for o, nd in per.items()}
-               for f, per in packed["annotations"].items()}
-    else:
-        ann = {f: put("annotations", *nd) for f, nd in packed["annotations"].items()}
-    return DatasetVideo(packed["name"], frames, packed["layout"], ann)
-
-
 def dataset_task(packed: dict, agents, names: list[str], box, device=None, threads: float = 1):
     """`dataset_eval.track_video` of every agent on one dataset video: (runs, mask files
     relative to the output folder)."""
@@ -197,5 +147,5 @@ def dataset_task(packed: dict, agents, names: list[str], box, device=None, threa
         tmp = Path(tmp)
         video = unpack_video(packed, tmp / "video")
         runs = [track_video(video, a, model, tmp / "out" / n, n)
-                for a, n in zip(_agents_here(agents, tmp / "agents"), names)]
+                for a, n in zip(agents_here(agents, tmp / "agents"), names)]
         return runs, folder_files(tmp / "out")

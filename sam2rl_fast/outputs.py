@@ -337,3 +337,47 @@ def check_out_file(out, inputs=(), option: str = "--output") -> Path:
     if path.is_dir():
         raise OutputDirError(f"{option} {out} is a folder; give a file name")
     return path
+
+
+class StagedRun:
+    """Where a new training run writes. Into --out itself when it is new or empty (nothing
+    to lose; a killed run resumes from it); over an earlier run (--overwrite) into a staging
+    folder (`staged_output`), moved in when it ends, so that a failed, interrupted or
+    killed run leaves the earlier run as it was. A run that fails before its first
+    checkpoint leaves nothing."""
+
+    def __init__(self, out, overwrite: bool, inputs):
+        path = check_out_path(out, inputs)
+        self.out, self.path = Path(out), path
+        self.fresh = not (path.is_dir() and any(path.iterdir()))
+        self._cm = None
+        if self.fresh:
+            self.created = not path.exists()
+            path.mkdir(parents=True, exist_ok=True)
+            clean_stale(path)
+            self.folder = path
+        else:
+            self._cm = staged_output(out, overwrite, inputs, "train")
+            self.folder = self._cm.__enter__()
+        self._ended = False
+
+    def end(self, error):
+        """Finish (error None) or abandon the run; the folder it is now in, or None."""
+        if self._ended:
+            return self.out
+        self._ended = True
+        if self._cm is not None:
+            if error is None:
+                self._cm.__exit__(None, None, None)
+                return self.out
+            self._cm.__exit__(type(error), error, error.__traceback__)
+            return None
+        if error is not None and not (any(self.path.glob("checkpoints/*/step*.zip"))
+                                      or any(self.path.glob("*.zip"))):
+            for p in list(self.path.iterdir()):  # the folder was new or empty: all is this run's
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            if self.created:
+                self.path.rmdir()
+            return None
+        record_outputs(self.path, "train", set())
+        return self.out

@@ -47,7 +47,7 @@ class _Env(gym.Env):
 def agent_zip(tmp_path_factory):
     from stable_baselines3 import PPO
 
-    from sam2rl_fast.rl.policy_net import SlotPolicy
+    from sam2rl_fast.policies.policy_net import SlotPolicy
     from sam2rl_fast.rl.training import TrainConfig
 
     cfg = TrainConfig(d_model=32, fifo_prior=1.5, n_steps=8, batch_size=8, seed=3)

@@ -10,7 +10,8 @@ from scipy.ndimage import binary_dilation
 from skimage.morphology import disk
 
 from sam2rl_fast.cli import main
-from sam2rl_fast.data.datasets import open_dataset, read_label_png, write_label_png
+from sam2rl_fast.data.datasets import open_dataset
+from sam2rl_fast.data.label_png import read_label_png, write_label_png
 from sam2rl_fast.data.synthetic import generate_video, write_davis, write_sav
 from sam2rl_fast.eval.dataset_eval import non_overlapping, track_video
 

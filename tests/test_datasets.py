@@ -4,13 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2rl_fast.data.datasets import (
-    DatasetError,
-    open_dataset,
-    palette,
-    read_label_png,
-    write_label_png,
-)
+from sam2rl_fast.data.datasets import DatasetError, open_dataset
+from sam2rl_fast.data.label_png import palette, read_label_png, write_label_png
 from sam2rl_fast.data.synthetic import generate_video, write_davis, write_sav
 from sam2rl_fast.eval.metrics import db_statistics
 

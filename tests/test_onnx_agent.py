@@ -335,7 +335,7 @@ def test_tracker_with_onnx_agent_equals_sb3_agent(which, request, model, video):
 def test_fifo_prior_starts_the_agent_at_the_stock_rule(fifo, model, video):
     """An agent trained a little from the stock rule's prior still acts as SAM 2's rule: every
     memory stored, over the oldest once the bank is full; so it tracks as agent="sam2" does."""
-    from sam2rl_fast.rl.policy_net import fifo_action_mask
+    from sam2rl_fast.policies.policy_net import fifo_action_mask
 
     prompt = {0: video.masks[0, 0]}
     ours = FastTracker(video.frames, agent=fifo[0], model=model, prompt=prompt).run()

@@ -353,7 +353,7 @@ def write_davis(video: SyntheticVideo, root: str | Path, overwrite: bool = False
     `annotate_every` n, only every n-th frame is annotated (YouTube-VOS annotates every 5th)."""
     from PIL import Image
 
-    from sam2rl_fast.data.datasets import write_label_png
+    from sam2rl_fast.data.label_png import write_label_png
 
     root = Path(root)
     img_dir = _writable(root / "JPEGImages" / video.name, overwrite)
@@ -375,7 +375,7 @@ def write_sav(video: SyntheticVideo, root: str | Path, overwrite: bool = False,
     `root/Annotations_6fps/<name>/<obj:03d>/%05d.png` (binary 0/255, every 4th frame)."""
     from PIL import Image
 
-    from sam2rl_fast.data.datasets import write_mask_png
+    from sam2rl_fast.data.label_png import write_mask_png
 
     root = Path(root)
     img_dir = _writable(root / "JPEGImages_24fps" / video.name, overwrite)

@@ -24,13 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2rl_fast.data.datasets import (
-    Dataset,
-    DatasetVideo,
-    check_video_name,
-    write_label_png,
-    write_mask_png,
-)
+from sam2rl_fast.data.datasets import Dataset, DatasetVideo, check_video_name
+from sam2rl_fast.data.label_png import write_label_png, write_mask_png
 from sam2rl_fast.eval.metrics import db_statistics, frame_scores
 from sam2rl_fast.tracking.tracker import FastTracker
 

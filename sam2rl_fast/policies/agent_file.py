@@ -130,7 +130,7 @@ def load_sb3(path, device: str = "cpu"):
         raise AgentFileError(f"{path} is a stable-baselines3 agent: running it needs the training "
                              "extra (pip install 'sam2rl-fast[train]'), or export it to ONNX "
                              "(sam2rl-fast export) and run the .onnx file") from e
-    from sam2rl_fast.rl.policy_net import SlotPolicy
+    from sam2rl_fast.policies.policy_net import SlotPolicy
 
     meta = read_metadata(path)
     check_layout(meta.get("layout", "?"), meta.get("capacity", -1), meta.get("capacity", -1),

@@ -178,6 +178,8 @@ def branch_values(video: EpisodeVideo, model, act, frames: list[int], *, capacit
     batch = EpisodeBatch([video], model, N, obj=obj, capacity=capacity, precision=precision)
     try:
         L = batch.L
+        if len(set(frames)) != len(frames) or not all(1 <= f <= L - 2 for f in frames):
+            raise ValueError(f"frames must be distinct decisions in 1..{L - 2}, got {frames}")
         branch = np.repeat(np.asarray(frames), A)
         forced = np.tile(np.arange(A), len(frames))
         q = np.zeros(N)
@@ -187,10 +189,9 @@ def branch_values(video: EpisodeVideo, model, act, frames: list[int], *, capacit
         for t in range(1, L - 1):
             a = np.asarray(act(o), np.int64)
             here = branch == t
-            if here.any():
-                rows = np.flatnonzero(here)[::A]
-                k = [frames.index(t)] * len(rows)
-                obs_at[k], pol_at[k] = o[rows], a[rows]
+            if here.any():  # the A lanes of this frame hold one state: record it once
+                j, r = frames.index(t), int(np.flatnonzero(here)[0])
+                obs_at[j], pol_at[j] = o[r], a[r]
                 a = np.where(here, forced, a)
             o, _, _, _ = batch.step(a)
             q += np.where(branch < t + 1, batch.ious, 0.0)
@@ -224,7 +225,7 @@ def blank_agent(capacity: int = 7, *, d_model: int = 64, fifo_prior: float = 0.0
 
     from sam2rl_fast.policies.base import obs_size
     from sam2rl_fast.rl.env import observation_space as box
-    from sam2rl_fast.rl.policy_net import SlotPolicy
+    from sam2rl_fast.policies.policy_net import SlotPolicy
 
     class _Spaces(gym.Env):  # SB3 reads the spaces; this is never stepped
         observation_space = box(obs_size(capacity))

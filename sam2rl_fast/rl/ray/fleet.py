@@ -145,7 +145,8 @@ def run_fleet(cfg, out, opts: RayOptions, *, resume: bool = False, progress: boo
     """`training.run_training` on Ray: the same run folder, each agent a Ray task (per-video)
     or its episodes on Ray actors (multi-video)."""
     from sam2rl_fast.model.loading import build_model
-    from sam2rl_fast.rl.training import plot_curves, start_run
+    from sam2rl_fast.rl.training import start_run
+    from sam2rl_fast.rl.training_log import plot_curves
 
     check_device(cfg.device, opts)
     out = start_run(cfg, out, resume)

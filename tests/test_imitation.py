@@ -96,7 +96,7 @@ def test_cloned_agent_tracks_as_its_demonstrations_in_fast_tracker(video, model,
     """Fitted to a demonstrated trajectory (keep the prompt only: drop every candidate), the
     agent file deployed in FastTracker takes those decisions from its own observations and
     gets the replay's IoUs, which differ from the stock rule's (so the check can fail)."""
-    from sam2rl_fast.rl.agents import write_metadata
+    from sam2rl_fast.rl.agents import write_agent_file
 
     actions = np.zeros((1, T - 2), np.int64)
     b = EpisodeBatch([video], model, 1, obj=0)
@@ -108,9 +108,7 @@ def test_cloned_agent_tracks_as_its_demonstrations_in_fast_tracker(video, model,
     ppo = blank_agent(S, fifo_prior=3.0, seed=0)
     fit = behaviour_clone(ppo.policy, demos, steps=3000)
     assert fit["accuracy"] == 1.0
-    path = tmp_path / "agent.zip"
-    ppo.save(path)
-    write_metadata(path, capacity=S, model=model)
+    path = write_agent_file(ppo, tmp_path / "agent.zip", capacity=S, model=model, training={})
     res = FastTracker(clip.frames, agent=str(path), model=model, prompt={0: clip.masks[0, 0]}).run()
     m = res.masks[:, 0]
     got = np.array([float(region_iou(m[t], clip.masks[t, 0])) for t in range(2, T)])

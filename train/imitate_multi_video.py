@@ -98,23 +98,17 @@ def _write(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def _demos(d: dict, capacity: int) -> Demonstrations:
+def _demos(d: dict) -> Demonstrations:
     return Demonstrations(np.asarray(d["obs"], np.float32), np.asarray(d["allowed"], bool),
                           np.asarray(d["weight"], np.float32), [d["video"]] * len(d["obs"]))
 
 
 def _save(ppo, path: Path, model, cfg: ImitationConfig, info: dict) -> Path:
-    from sam2rl_fast.rl.agents import write_metadata
+    from sam2rl_fast.rl.agents import write_agent_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.zip")
-    ppo.save(tmp)
-    write_metadata(tmp, capacity=cfg.capacity, model=model, training={
+    return write_agent_file(ppo, path, capacity=cfg.capacity, model=model, training={
         "mode": "multi-video", "method": "oracle imitation + policy iteration", "timesteps": 0,
-        "config": {**dataclasses.asdict(cfg), "fifo_prior": cfg.fifo_prior, "d_model": cfg.d_model},
-        **info})
-    tmp.replace(path)
-    return path
+        "config": dataclasses.asdict(cfg), **info})
 
 
 def _fit(all_demos: list[Demonstrations], cfg: ImitationConfig, log):
@@ -173,7 +167,7 @@ def main(argv=None) -> int:
                 f"replay {float(ious[0, 2:].mean()):.3f} ({r.seconds:.0f} s)")
         d = json.loads(f.read_text())
         if not d.get("skipped"):
-            base.append(_demos(d, cfg.capacity))
+            base.append(_demos(d))
     labels: list[Demonstrations] = []
     ppo = None
     for rnd in range(cfg.rounds + 1):
@@ -200,9 +194,9 @@ def main(argv=None) -> int:
                         f"decisions relabelled")
                 d = json.loads(f.read_text())
                 if not d.get("skipped"):
-                    labels.append(_demos(d, cfg.capacity))
+                    labels.append(_demos(d))
         agent = folder / "agent.zip"
-        if agent.is_file() and (rnd < cfg.rounds or (out / "agent.zip").is_file()):
+        if agent.is_file():  # a round finished before a kill
             from sam2rl_fast.rl.agents import load_sb3
 
             ppo = load_sb3(agent)[0]

@@ -41,15 +41,11 @@ RULES = ("sam2", "samurai", "dam4sam", "sam2long")
 
 
 def save_agent_file(ppo, path: Path, model, cfg: TrainConfig, video: str, fit: dict, oracle) -> Path:
-    from sam2rl_fast.rl.agents import write_metadata
+    from sam2rl_fast.rl.agents import write_agent_file
 
-    tmp = path.with_name(path.stem + ".tmp.zip")
-    ppo.save(tmp)
-    write_metadata(tmp, capacity=cfg.capacity, model=model, training={
+    return write_agent_file(ppo, path, capacity=cfg.capacity, model=model, training={
         "mode": "per-video", "method": f"behaviour cloning of the beam-{oracle.beam} oracle's decisions",
         "videos": [video], "timesteps": 0, "fit": fit, "seed": cfg.seed, "config": dataclasses.asdict(cfg)})
-    tmp.replace(path)
-    return path
 
 
 def run_video(suite: str, seed: int, args, model, out: Path, log) -> dict:

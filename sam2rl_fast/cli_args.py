@@ -37,7 +37,7 @@ def build_parser(handlers: dict, description: str) -> argparse.ArgumentParser:
     p.add_argument("--mask", action="append", help="PNG mask (an indexed PNG: one object per value)")
     p.add_argument("--points", action="append", help="'x,y,label;x,y,label' (label 1 object, 0 background)")
     p.add_argument("--frame", type=int, default=0, help="frame the prompts are on (default 0)")
-    p.add_argument("--agent", default="sam2", help="sam2 | samurai | dam4sam | agent file")
+    p.add_argument("--agent", default="sam2", help="sam2 | samurai | dam4sam | sam2long | sam2rl | agent file (.onnx, .zip)")
     add_model_args(p)
     add_precision_arg(p)
     p.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
@@ -55,7 +55,7 @@ def build_parser(handlers: dict, description: str) -> argparse.ArgumentParser:
     p.add_argument("--resolution", default=None, help="with --dataset: DAVIS' 480p (default) or "
                                                       "Full-Resolution")
     p.add_argument("--suite", action="append", help="suite (repeatable; default: all)")
-    p.add_argument("--agent", action="append", help="agent (repeatable; default: sam2, samurai, dam4sam)")
+    p.add_argument("--agent", action="append", help="agent (repeatable; default: sam2, samurai, dam4sam, sam2long, and sam2rl where it ships)")
     p.add_argument("--split", default=None,
                    help="synthetic: heldout (default) or train; --dataset: a split file's name "
                         "(e.g. val for ImageSets/2017/val.txt; default: every annotated video)")

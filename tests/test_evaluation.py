@@ -32,11 +32,11 @@ def test_demo_writes_overlays_and_never_overwrites(tmp_path, capsys):
     for name in ("overlay.mp4", "overlay.gif", "memory.png", "summary.json"):
         assert (out / name).stat().st_size > 0
     rows = json.loads((out / "summary.json").read_text())["rows"]
-    assert {r["agent"] for r in rows} == {"sam2", "samurai", "dam4sam"}
+    assert {r["agent"] for r in rows} == {"sam2", "samurai", "dam4sam", "sam2long"}
     from PIL import Image
 
     gif = Image.open(out / "overlay.gif")
-    assert gif.n_frames == 5 and gif.size == (4 * 256, 256)  # ground truth + 3 agents
+    assert gif.n_frames == 5 and gif.size == (5 * 256, 256)  # ground truth + 4 agents
     assert main(["demo", "--frames", "5", *MODEL, "--out", str(out)]) == 2
 
 

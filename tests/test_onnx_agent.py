@@ -452,9 +452,9 @@ def test_bundled_agent_loads_onnx_first_then_the_zip(bundled_here, monkeypatch, 
     assert isinstance(zpol, Sb3Policy) and zpol.name == "sam2rl"
     np.testing.assert_array_equal(zpol.predict(observations[0]), pol.predict(observations[0]))
     # the defaults of eval / demo include it for the model it was trained for, not for another
-    assert bundled_here.default_agents(model) == ["sam2", "samurai", "dam4sam", "sam2rl"]
+    assert bundled_here.default_agents(model) == ["sam2", "samurai", "dam4sam", "sam2long", "sam2rl"]
     other = build_model("sam2.1_hiera_t", device="cpu", image_size=128)
-    assert bundled_here.default_agents(other) == ["sam2", "samurai", "dam4sam"]
+    assert bundled_here.default_agents(other) == ["sam2", "samurai", "dam4sam", "sam2long"]
 
 
 def test_no_bundled_agent_is_a_clear_error(tmp_path, monkeypatch, model):
@@ -464,4 +464,4 @@ def test_no_bundled_agent_is_a_clear_error(tmp_path, monkeypatch, model):
     monkeypatch.setattr(bundled, "AGENT_ZIP", tmp_path / "none.zip")
     with pytest.raises(FileNotFoundError, match="ships no bundled agent"):
         make_policy("sam2rl")
-    assert bundled.default_agents(model) == ["sam2", "samurai", "dam4sam"]
+    assert bundled.default_agents(model) == ["sam2", "samurai", "dam4sam", "sam2long"]

@@ -54,7 +54,7 @@ class ImitationConfig:
     videos: int = 4  # training videos per suite (training seeds only)
     frames: int = 48
     size: int = 256
-    beam: int = 4
+    beam: int = 4  # 0: no oracle demonstrations, policy iteration from the stock rule only
     rounds: int = 2  # policy-iteration rounds after the first cloning
     branch_frames: int = 8  # sampled decisions per video and round
     tolerance: float = 0.05  # summed-IoU lead an action needs over the agent's own
@@ -84,9 +84,11 @@ class ImitationConfig:
         bad = [s for s in cfg.suites if s not in SUITES]
         if bad:
             raise SystemExit(f"error: {path}: unknown suites {bad}; known: {sorted(SUITES)}")
-        for k in ("videos", "beam", "branch_frames", "bc_steps"):
+        for k in ("videos", "branch_frames", "bc_steps"):
             if getattr(cfg, k) < 1:
                 raise SystemExit(f"error: {path}: {k} must be >= 1, got {getattr(cfg, k)}")
+        if cfg.beam < 0 or (cfg.beam == 0 and cfg.rounds == 0):
+            raise SystemExit(f"error: {path}: beam must be >= 0, and rounds >= 1 without the oracle (beam 0)")
         if cfg.frames < 3 or cfg.rounds < 0:
             raise SystemExit(f"error: {path}: frames must be >= 3 and rounds >= 0")
         return cfg
@@ -113,6 +115,8 @@ def _save(ppo, path: Path, model, cfg: ImitationConfig, info: dict) -> Path:
 
 def _fit(all_demos: list[Demonstrations], cfg: ImitationConfig, log):
     ppo = blank_agent(cfg.capacity, d_model=cfg.d_model, fifo_prior=cfg.fifo_prior, seed=cfg.seed)
+    if not all_demos:  # no oracle stage: round 0 is the blank agent, the stock rule by its prior
+        return ppo, {"steps": 0, "loss": None, "accuracy": 1.0, "min_margin": None}
     demos = Demonstrations.concat(all_demos)
     fit = behaviour_clone(ppo.policy, demos, steps=cfg.bc_steps, lr=cfg.lr, seed=cfg.seed, margin=1e9,
                           log=log, log_every=500)
@@ -147,7 +151,7 @@ def main(argv=None) -> int:
     # 1. the oracle's demonstrations
     base = []
     t0 = time.perf_counter()
-    for k, (suite, seed) in enumerate(jobs):
+    for k, (suite, seed) in enumerate(jobs if cfg.beam else []):
         f = out / "oracle" / f"{suite}-{seed}.json"
         if not f.is_file():
             ev = video(suite, seed)
@@ -205,7 +209,7 @@ def main(argv=None) -> int:
         _save(ppo, agent, model, cfg, {"round": rnd, "fit": fit, "seconds": round(time.perf_counter() - t0, 1),
                                        "videos": [f"{s}-{x}" for s, x in jobs]})
         log(f"round {rnd}: cloned on {sum(len(d) for d in base + labels)} labelled decisions, "
-            f"accuracy {fit['accuracy']:.3f}")
+            f"accuracy {fit['accuracy']:.3f} ({(time.perf_counter() - t0) / 60:.1f} min)")
     from sam2rl_fast.export.agent import export_agent
 
     final = out / "agent.zip"

@@ -35,9 +35,9 @@ from sam2rl_fast.tracking.video import write_video
 # Re-measure with each model.
 DEMO_SUITE = "occlusion"
 DEMO_SEED_INDEX = 7
-# The agents shown by default are `policies.bundled.default_agents`: the single-pathway rules
-# and the bundled agent where it ships. SAM2Long (`--agent sam2long`) runs 3 pathways per
-# object, 3x the memory attention of the others.
+# The agents shown by default are `policies.bundled.default_agents`: the stock rule, the
+# heuristics and the bundled agent where it ships. SAM2Long runs 3 pathways per object, 3x
+# the memory attention of the others.
 
 
 def run_demo(model, out: Path, seed_index: int | None = None, num_frames: int = 48,

@@ -51,12 +51,12 @@ def load_bundled_agent():
     return Sb3Policy(path)
 
 
-BASELINES = ("sam2", "samurai", "dam4sam")
+BASELINES = ("sam2", "samurai", "dam4sam", "sam2long")
 
 
 def default_agents(model) -> list[str]:
     """The agents `sam2rl-fast eval` and `demo` compare by default: the stock rule, the
-    heuristics, and the bundled agent where this install has it and it was trained for
+    heuristics (SAMURAI, DAM4SAM, SAM2Long), and the bundled agent where this install has it and it was trained for
     `model` (another model, e.g. a Meta checkpoint, would refuse it)."""
     from sam2rl_fast.policies.base import ObservationLayoutError
 

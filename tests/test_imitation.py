@@ -143,6 +143,28 @@ def test_branch_values_score_the_policys_own_rollout(video, model):
     assert best[np.arange(3), q.argmax(-1)].all()
 
 
+def test_branch_values_hold_an_action_for_several_frames(video, model):
+    """With `hold` k, lane (f, a) takes a on frames f..f+k-1, then the policy: its value is
+    that of a one-lane rollout doing the same; a held choice differs from a single one."""
+    act = policy_actions(blank_agent(S, fifo_prior=3.0, seed=0).policy)
+    f, k = 2, 4
+    held = branch_values(video, model, act, [f], hold=k)["q"][0]
+    b = EpisodeBatch([video], model, 1, obj=0)
+    try:
+        o = b.reset([Lane(0, 0, 0)])
+        ious = np.ones(T)
+        for t in range(1, T - 1):
+            o, _, _, _ = b.step(np.zeros(1, np.int64) if f <= t < f + k else act(o))
+            ious[t + 1] = b.ious[0]
+    finally:
+        b.close()
+    np.testing.assert_allclose(held[0], ious[f + 1:].sum(), atol=0.05)
+    once = branch_values(video, model, act, [f], hold=1)["q"][0]
+    assert abs(held[0] - once[0]) > 1e-3
+    with pytest.raises(ValueError, match="hold"):
+        branch_values(video, model, act, [f], hold=0)
+
+
 def test_blank_agent_is_the_stock_rule_with_the_prior():
     occ = np.array([1, 1, 1, 1, 1, 1, 1], np.float32)
     cond = np.array([1, 0, 0, 0, 0, 0, 0], np.float32)

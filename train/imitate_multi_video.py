@@ -10,8 +10,8 @@ most the unit it was in):
 2. `round0/agent.zip`: a `SlotPolicy` (started at the stock rule, `fifo_prior`) cloned on
    all demonstrations;
 3. `round<k>/`: the agent of round k-1 tracks every training video; at `branch_frames`
-   sampled decisions of its own rollout every action is tried and the agent's continuation
-   scored to the end (`branch_values`); the best action labels the state where it beats the
+   sampled decisions of its own rollout every action is tried (held for `hold` frames) and
+   the agent's continuation scored to the end (`branch_values`); the best action labels the state where it beats the
    agent's own by more than `tolerance` (`labels_from_values`). The agent is cloned again on
    the oracle's demonstrations and every round's labels (DAgger's aggregation);
 4. `agent.zip` / `agent.onnx`: the last round's agent; `sam2rl-fast eval` compares it on
@@ -57,6 +57,7 @@ class ImitationConfig:
     beam: int = 4  # 0: no oracle demonstrations, policy iteration from the stock rule only
     rounds: int = 2  # policy-iteration rounds after the first cloning
     branch_frames: int = 8  # sampled decisions per video and round
+    hold: int = 1  # frames each tried action is held for (branch_values' option length)
     tolerance: float = 0.05  # summed-IoU lead an action needs over the agent's own
     fifo_prior: float = 3.0
     d_model: int = 64
@@ -84,7 +85,7 @@ class ImitationConfig:
         bad = [s for s in cfg.suites if s not in SUITES]
         if bad:
             raise SystemExit(f"error: {path}: unknown suites {bad}; known: {sorted(SUITES)}")
-        for k in ("videos", "branch_frames", "bc_steps"):
+        for k in ("videos", "branch_frames", "bc_steps", "hold"):
             if getattr(cfg, k) < 1:
                 raise SystemExit(f"error: {path}: {k} must be >= 1, got {getattr(cfg, k)}")
         if cfg.beam < 0 or (cfg.beam == 0 and cfg.rounds == 0):
@@ -188,14 +189,18 @@ def main(argv=None) -> int:
                         _write(f, {"skipped": True})
                         continue
                     frames = sorted(rng.choice(np.arange(1, cfg.frames - 1), cfg.branch_frames, replace=False).tolist())
-                    bv = branch_values(ev, model, act, frames, capacity=cfg.capacity, precision=cfg.precision)
+                    t1 = time.perf_counter()
+                    bv = branch_values(ev, model, act, frames, capacity=cfg.capacity, precision=cfg.precision,
+                                       hold=cfg.hold)
+                    seconds = time.perf_counter() - t1
                     allowed, w = labels_from_values(bv["obs"], bv["policy"], bv["q"], cfg.capacity,
                                                     tolerance=cfg.tolerance)
                     moved = int((~allowed[np.arange(len(frames)), bv["policy"]]).sum())
                     _write(f, {"video": ev.name, "frames": frames, "q": bv["q"].tolist(), "policy": bv["policy"].tolist(),
-                               "obs": bv["obs"].tolist(), "allowed": allowed.tolist(), "weight": w.tolist()})
+                               "obs": bv["obs"].tolist(), "allowed": allowed.tolist(), "weight": w.tolist(),
+                               "seconds": round(seconds, 1), "lane_steps": len(frames) * (cfg.capacity + 1) * (cfg.frames - 2)})
                     log(f"[round {rnd} labels {k + 1}/{len(jobs)}] {ev.name}: {moved} of {len(frames)} "
-                        f"decisions relabelled")
+                        f"decisions relabelled ({seconds:.0f} s)")
                 d = json.loads(f.read_text())
                 if not d.get("skipped"):
                     labels.append(_demos(d))

@@ -164,11 +164,14 @@ def policy_actions(policy):
 
 @torch.inference_mode()
 def branch_values(video: EpisodeVideo, model, act, frames: list[int], *, capacity: int = 7, obj: int = 0,
-                  precision: str = "fp32") -> dict:
+                  precision: str = "fp32", hold: int = 1) -> dict:
     """Q-values of every action at `frames` of `act`'s own rollout on `video`.
 
     Lane (f, a) follows `act` (obs [N, D] -> actions [N]) up to frame f, takes action a
-    there, then `act` again to the end; its value is the sum of its IoUs on frames f+1..L-1.
+    there and on the `hold` - 1 frames after it (an option: drop for `hold` frames keeps the
+    bank as it is; one slot for `hold` frames keeps every other memory), then `act` again to
+    the end; its value is the sum of its IoUs on frames f+1..L-1. One changed memory among
+    six recent ones moves the masks little, a held choice shows what the choice is worth.
     All lanes share one batch (len(frames) x (capacity+1) lanes). Returns {"obs" [F, D]
     (the observation at each frame, the same on its A lanes), "policy" [F] (the policy's
     action there), "q" [F, A]}."""
@@ -180,6 +183,8 @@ def branch_values(video: EpisodeVideo, model, act, frames: list[int], *, capacit
         L = batch.L
         if len(set(frames)) != len(frames) or not all(1 <= f <= L - 2 for f in frames):
             raise ValueError(f"frames must be distinct decisions in 1..{L - 2}, got {frames}")
+        if hold < 1:
+            raise ValueError(f"hold must be >= 1, got {hold}")
         branch = np.repeat(np.asarray(frames), A)
         forced = np.tile(np.arange(A), len(frames))
         q = np.zeros(N)
@@ -192,7 +197,7 @@ def branch_values(video: EpisodeVideo, model, act, frames: list[int], *, capacit
             if here.any():  # the A lanes of this frame hold one state: record it once
                 j, r = frames.index(t), int(np.flatnonzero(here)[0])
                 obs_at[j], pol_at[j] = o[r], a[r]
-                a = np.where(here, forced, a)
+            a = np.where((branch <= t) & (t < branch + hold), forced, a)
             o, _, _, _ = batch.step(a)
             q += np.where(branch < t + 1, batch.ious, 0.0)
     finally:

@@ -12,8 +12,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from sam2.modeling.sam2_utils import select_closest_cond_frames
+
+
+def fifo_slot(slot_frame, slot_is_cond, among=None) -> int:
+    """Where a new memory goes under SAM 2's FIFO, the one write rule every policy shares:
+    the first empty slot, else the non-conditioning slot holding the oldest frame (with
+    every frame stored, the memory the stock rule can never read again); -1 when neither
+    exists.
+
+    slot_frame [S] the frame of each slot (-1 = empty) and slot_is_cond [S] bool, as a
+    bank's ``frame_idx[b]`` / ``is_cond[b]`` (or ``ptr_frame`` / ``ptr_is_cond``) or an
+    observation's ``slot_frame[b]`` / ``slot_is_cond[b]`` hold them; `among` [S] bool
+    limits the choice to some slots.
+    """
+    frames = np.asarray(slot_frame).reshape(-1)
+    cand = ~np.asarray(slot_is_cond, dtype=bool).reshape(-1)
+    if among is not None:
+        cand &= np.asarray(among, dtype=bool).reshape(-1)
+    idx = np.flatnonzero(cand)
+    if idx.size == 0:
+        return -1
+    free = idx[frames[idx] < 0]
+    return int(free[0]) if free.size else int(idx[np.argmin(frames[idx])])
 
 
 @dataclass
@@ -162,7 +185,8 @@ class StockMemoryRule:
                     if f not in keep:
                         bank.evict(b, s)
             slots.append(self._slot_for(bank.slot_map(b, True) | bank.slot_map(b, False),
-                                        bank.free_slots(b), frame_idx, "memory", bank.capacity))
+                                        bank.frame_idx[b].numpy(), bank.is_cond[b].numpy(),
+                                        frame_idx, "memory", bank.capacity))
         return slots
 
     def assign_pointers(self, bank, frame_idx: int, is_cond: bool = False,
@@ -179,18 +203,22 @@ class StockMemoryRule:
                     if f not in keep:
                         bank.evict_ptr(b, r)
             ptr_slots.append(self._slot_for(bank.ptr_map(b, True) | bank.ptr_map(b, False),
-                                            bank.free_ptr_slots(b), frame_idx, "pointer",
-                                            bank.ptr_capacity))
+                                            bank.ptr_frame[b].numpy(), bank.ptr_is_cond[b].numpy(),
+                                            frame_idx, "pointer", bank.ptr_capacity))
         return ptr_slots
 
     @staticmethod
-    def _slot_for(taken: dict[int, int], free: list[int], frame_idx: int, what: str,
+    def _slot_for(taken: dict[int, int], frames, is_cond, frame_idx: int, what: str,
                   capacity: int) -> int:
-        if frame_idx in taken:  # the frame is re-encoded (e.g. a new prompt): overwrite it
+        """The slot of `frame_idx`'s memory once the unreadable ones are evicted: its own if
+        the frame is re-encoded (e.g. a new prompt), else where `fifo_slot` puts it, which
+        must be empty (a full slot there is one the stock rule still reads)."""
+        if frame_idx in taken:
             return taken[frame_idx]
-        if not free:
+        slot = fifo_slot(frames, is_cond)
+        if slot < 0 or frames[slot] >= 0:
             raise RuntimeError(
                 f"MemoryBank is full: no free {what} slot for frame {frame_idx} "
                 f"(capacity {capacity}); every slot holds a conditioning frame or a memory the "
                 f"stock rule still reads. Build the bank with a larger capacity.")
-        return free[0]
+        return slot

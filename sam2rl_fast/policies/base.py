@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sam2rl_fast.memory.selection import MemorySelection, StockMemoryRule
+from sam2rl_fast.memory.selection import MemorySelection, StockMemoryRule, fifo_slot
 
 OBS_LAYOUT = "sam2rl-fast/memory-obs/v1"
 SLOT_FEATURES = ("occupied", "is_cond", "age", "iou", "obj_prob", "area", "displacement",
@@ -161,11 +161,6 @@ class MemoryPolicy:
 
 
 def oldest_replaceable(obs: MemoryObservation, b: int, among: np.ndarray | None = None) -> int:
-    """A free slot if any, else the replaceable slot holding the oldest frame (FIFO)."""
-    cand = obs.replaceable()[b] if among is None else (obs.replaceable()[b] & among)
-    idx = np.flatnonzero(cand)
-    if idx.size == 0:
-        return -1
-    frames = obs.slot_frame[b, idx]
-    free = idx[frames < 0]
-    return int(free[0]) if free.size else int(idx[np.argmin(frames)])
+    """A free slot if any, else the replaceable slot holding the oldest frame (FIFO):
+    `fifo_slot` on object b's slots of the observation."""
+    return fifo_slot(obs.slot_frame[b], obs.slot_is_cond[b], among)

@@ -26,11 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sam2rl_fast.policies.base import (
-    MemoryObservation,
-    MemoryPolicy,
-    oldest_replaceable,
-)
+from sam2rl_fast.memory.selection import fifo_slot
+from sam2rl_fast.policies.base import MemoryObservation, MemoryPolicy
 
 
 @dataclass
@@ -175,26 +172,20 @@ class Sam2LongPolicy(MemoryPolicy):
         replaces its oldest one (so the bank holds the most recent frames that passed)."""
         iou = torch.as_tensor(iou).detach().float().cpu().reshape(-1)
         obj_score = torch.as_tensor(obj_score).detach().float().cpu().reshape(-1)
-        keep = self.stock.num_maskmem - 1
-        out = []
-        for b in range(bank.num_objects):
-            other = bank.slot_map(b, cond=False)
-            free = bank.free_slots(b)
-            if keep < 1 or not self.passes(float(iou[b]), float(obj_score[b])):
-                out.append(-1)
-            elif free and len(other) < keep:
-                out.append(free[0])
-            else:
-                out.append(other[min(other)] if other else -1)
-        return out
+        frames, is_cond = bank.frame_idx.numpy(), bank.is_cond.numpy()
+        return [self._slot(frames[b], is_cond[b], float(iou[b]), float(obj_score[b]))
+                for b in range(bank.num_objects)]
 
     def decide(self, obs: MemoryObservation) -> np.ndarray:
         """The write rule on an observation (one pathway per lane, e.g. the RL environment)."""
+        return np.array([self._slot(obs.slot_frame[b], obs.slot_is_cond[b], float(obs.iou[b]),
+                                    float(obs.obj_score[b])) for b in range(obs.num_objects)],
+                        dtype=np.int64)
+
+    def _slot(self, frames, is_cond, iou: float, obj_score: float) -> int:
+        """The write rule on one lane's slots (frame per slot, -1 empty; conditioning flags)."""
         keep = self.stock.num_maskmem - 1
-        act = np.full(obs.num_objects, -1, dtype=np.int64)
-        for b in range(obs.num_objects):
-            if keep < 1 or not self.passes(float(obs.iou[b]), float(obs.obj_score[b])):
-                continue
-            others = (obs.slot_frame[b] >= 0) & ~obs.slot_is_cond[b]
-            act[b] = oldest_replaceable(obs, b, among=others if others.sum() >= keep else None)
-        return act
+        if keep < 1 or not self.passes(iou, obj_score):
+            return -1
+        others = (frames >= 0) & ~is_cond
+        return fifo_slot(frames, is_cond, among=others if others.sum() >= keep else None)

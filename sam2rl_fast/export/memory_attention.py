@@ -289,21 +289,14 @@ def add_export_memory_attention_args(parser: argparse.ArgumentParser) -> argpars
     return parser
 
 
-def _config_name(model, config) -> str | None:
-    """The sam2 config a CLI model argument stands for (for the metadata): sam2's config path,
+def _config_name(model) -> str | None:
+    """The sam2 config `build_model` built `model` from, for the metadata: sam2's config path,
     or the file name of a YAML config outside sam2 (the bundled demo model's)."""
     from sam2rl_fast.model import loading as ml
 
-    if config:
-        cfg = ml.resolve_config(config)
-    elif model is None:
-        from sam2rl_fast.model.bundled import bundled_checkpoint
-
-        cfg = str(bundled_checkpoint()[1])
-    elif Path(str(model)).expanduser().is_file() and not str(model).endswith((".yaml", ".yml")):
-        cfg = ml.infer_config(ml.load_state_dict(model), str(model))
-    else:
-        cfg = ml.resolve_config(str(model))
+    cfg = ml.built_config(model)
+    if cfg is None:
+        return None
     return Path(cfg).name if ml.is_file_config(cfg) else cfg
 
 
@@ -322,7 +315,7 @@ def export_memory_attention_cli(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
         model = build_model(args.model, config=args.config, image_size=args.image_size,
                             device="cpu")
-        config = _config_name(args.model, args.config)
+        config = _config_name(model)
         path = export_memory_attention(model, out, image_size=args.image_size, opset=args.opset,
                                        overwrite=args.overwrite, config_name=config)
     except (ModelError, OnnxMemoryAttentionError, FileExistsError, FileNotFoundError,

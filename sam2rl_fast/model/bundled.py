@@ -1,7 +1,8 @@
 """The small SAM 2.1 model this project trains on its synthetic videos and ships as package data.
 
 It is what `FastTracker(model=None)` and `sam2rl-fast demo` run when no Meta checkpoint is
-at hand (none can be downloaded on an offline machine).
+at hand (none can be downloaded on an offline machine). Names and paths only: the loading
+(`sam2rl_fast.model.loading.bundled_checkpoint`, `build_model(None)`) is in loading.py.
 """
 
 from __future__ import annotations
@@ -18,14 +19,3 @@ CHECKPOINT = ASSET_DIR / "sam2rl_effnet256.pt"
 # longer ships): kept so that its checkpoints still load with their config inferred.
 LEGACY_CONFIG = str(_PACKAGE / "configs" / "demo_sam2.1_tiny256.yaml")
 
-
-def bundled_checkpoint() -> tuple[Path, str]:
-    """(checkpoint path, config) of the bundled demo model."""
-    from sam2rl_fast.model.loading import ModelError
-
-    if not CHECKPOINT.is_file():
-        raise ModelError(
-            "this install has no bundled demo model yet "
-            f"({CHECKPOINT} is missing); pass model= a Meta SAM 2 checkpoint "
-            "(e.g. sam2.1_hiera_tiny.pt) or a config name for random weights")
-    return Path(CHECKPOINT), str(CONFIG)

@@ -16,9 +16,12 @@ with the same video-predictor overrides as `build_sam2_video_predictor` applies.
 from __future__ import annotations
 
 import re
+import weakref
 from pathlib import Path
 
 import torch
+
+from sam2rl_fast.model import bundled
 
 # (family, size) -> sam2's packaged config
 CONFIGS = {
@@ -70,6 +73,26 @@ def _expected_checkpoint(cfg: str) -> str | None:
         if path == cfg:
             return f"{fam}_hiera_{_CHECKPOINT_NAMES[size]}.pt"
     return None
+
+
+def bundled_checkpoint() -> tuple[Path, str]:
+    """(checkpoint path, config) of the bundled demo model (`sam2rl_fast.model.bundled`)."""
+    if not bundled.CHECKPOINT.is_file():
+        raise ModelError(
+            "this install has no bundled demo model yet "
+            f"({bundled.CHECKPOINT} is missing); pass model= a Meta SAM 2 checkpoint "
+            "(e.g. sam2.1_hiera_tiny.pt) or a config name for random weights")
+    return Path(bundled.CHECKPOINT), str(bundled.CONFIG)
+
+
+# The config each model `build_model` built came from (the export metadata names it).
+_BUILT_CONFIGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def built_config(model) -> str | None:
+    """The sam2 config (path, or YAML file) `build_model` built `model` from; None for a
+    model it did not build."""
+    return _BUILT_CONFIGS.get(model)
 
 
 def resolve_device(device) -> torch.device:
@@ -197,10 +220,8 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
     if image_size is not None:
         extra.append(f"++model.image_size={int(image_size)}")
     if model is None:
-        from sam2rl_fast.model.bundled import bundled_checkpoint
-
         ckpt, cfg = bundled_checkpoint()
-        return _build(cfg, ckpt, device, extra)
+        return _build(cfg, ckpt, load_state_dict(ckpt), device, extra)
     if not isinstance(model, (str, Path)):
         raise ModelError(f"unsupported model {type(model).__name__}: pass a checkpoint path, "
                          "a Hugging Face id, a config name, a sam2 model or None")
@@ -220,7 +241,7 @@ def build_model(model=None, *, config: str | None = None, device=None, image_siz
 
     warnings.warn(f"model {s!r} is a config, not a checkpoint: the model has RANDOM weights "
                   f"and will not track{hint}", RandomWeightsWarning, stacklevel=2)
-    return _build(cfg, None, device, extra)
+    return _build(cfg, None, None, device, extra)
 
 
 def _build_checkpoint(s: str, config, device, extra):
@@ -237,7 +258,7 @@ def _build_checkpoint(s: str, config, device, extra):
     # looks like one of our own configs is trusted, and the weights' fit decides below.
     if not _same_config(cfg, inferred) and not (is_file_config(cfg) and is_file_config(inferred)):
         raise ModelError(f"checkpoint {s} was trained with {inferred}, not {cfg}")
-    return _build(cfg, s, device, extra)
+    return _build(cfg, s, sd, device, extra)
 
 
 def hf_models() -> dict[str, tuple[str, str]]:
@@ -330,12 +351,13 @@ def _build_from_file(path: str, device, extra, with_weights: bool = False):
     return model.to(device).eval()
 
 
-def _build(cfg: str, ckpt, device, extra):
+def _build(cfg: str, ckpt, sd: dict | None, device, extra):
+    """The model of `cfg` holding `sd`, the state dict read (once) from checkpoint `ckpt`."""
     from sam2.build_sam import build_sam2_video_predictor
 
     try:
         if is_file_config(cfg):
-            model = _build_from_file(cfg, device, list(extra), with_weights=ckpt is not None)
+            model = _build_from_file(cfg, device, list(extra), with_weights=sd is not None)
         else:
             model = build_sam2_video_predictor(cfg, ckpt_path=None, device=device,
                                                hydra_overrides_extra=list(extra))
@@ -343,8 +365,7 @@ def _build(cfg: str, ckpt, device, extra):
         raise
     except Exception as e:
         raise ModelError(f"cannot build sam2 config {cfg}: {e}") from e
-    if ckpt is not None:
-        sd = load_state_dict(ckpt)
+    if sd is not None:
         try:
             missing, unexpected = model.load_state_dict(sd, strict=False)
         except RuntimeError as e:  # shape mismatches
@@ -353,4 +374,5 @@ def _build(cfg: str, ckpt, device, extra):
             raise ModelError(f"checkpoint {ckpt} does not fit config {cfg}: "
                              f"{len(missing)} missing keys (e.g. {missing[:3]}), "
                              f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    _BUILT_CONFIGS[model] = cfg
     return model.eval()

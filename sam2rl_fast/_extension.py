@@ -11,6 +11,8 @@ import importlib
 
 import torch
 
+from sam2rl_fast._version import __version__
+
 _C = None
 _LOAD_ERROR: str | None = None
 
@@ -69,8 +71,6 @@ def build_info() -> dict:
     ``nvcc_version``, ``cuda_available`` (a usable GPU now), ``gpus`` and ``sam2_version``
     (and ``sam2_error`` when sam2 cannot be imported).
     """
-    from sam2rl_fast import __version__
-
     try:
         from sam2rl_fast import _build_config as cfg
     except ImportError:

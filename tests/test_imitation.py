@@ -172,3 +172,16 @@ def test_blank_agent_is_the_stock_rule_with_the_prior():
     o[0, : S * 8].reshape(S, 8)[:, 2] = [0.0, 0.06, 0.05, 0.04, 0.03, 0.02, 0.01]  # ages
     ppo = blank_agent(S, fifo_prior=3.0, seed=1)
     assert policy_actions(ppo.policy)(o)[0] == 2  # the oldest non-conditioning memory: slot 1
+
+
+def test_heldout_table_compares_the_agent_with_every_rule_and_the_room():
+    import evaluate_heldout  # train/evaluate_heldout.py (tests/conftest.py puts train/ on the path)
+
+    rows = [{"suite": "drift", "sam2": 0.5 + 0.1 * i, "samurai": 0.5, "dam4sam": 0.4, "sam2long": 0.6,
+             "agent": 0.6 + 0.1 * i, "oracle": 0.7 + 0.1 * i} for i in range(4)]
+    txt = evaluate_heldout.table(rows)
+    line = txt.splitlines()[2].split(" | ")
+    assert line[0] == "| drift" and line[1] == "4"
+    assert line[8].startswith("+0.1000 [+0.1000, +0.1000]")  # agent − sam2: +0.1 on every video
+    assert line[-2] == "+0.200" and line[-1] == "50% |"  # room +0.2, half of it taken
+    assert "oracle" not in evaluate_heldout.table([{k: v for k, v in r.items() if k != "oracle"} for r in rows])

@@ -48,17 +48,15 @@ def _prompts(args) -> dict:
     for b in args.box or []:
         prompts[k], k = tuple(_floats(b, 4, "--box x0,y0,x1,y1")), k + 1
     for mpath in args.mask or []:
-        from PIL import Image
+        from sam2rl_fast.data.label_png import DatasetError, read_label_png
 
         p = Path(mpath)
         if not p.is_file():
             raise UsageError(f"mask file not found: {p}")
-        try:
-            with Image.open(p) as img:
-                a = np.array(img)
-        except Exception as e:  # PIL's errors for a file that is not an image
-            raise UsageError(f"--mask {p} is not an image PNG/JPEG ({type(e).__name__})") from None
-        a = _mask_labels(a, p)
+        try:  # indexed, grey or RGB (one object per colour), as the dataset reader's palette
+            a = read_label_png(p, colours=True)
+        except DatasetError as e:
+            raise UsageError(f"--mask {e}") from None
         ids = [v for v in np.unique(a) if v != 0]
         if not ids:
             raise UsageError(f"mask {p} is empty (all zero)")
@@ -70,34 +68,6 @@ def _prompts(args) -> dict:
     if not prompts:
         raise UsageError("give at least one prompt: --box, --mask or --points")
     return {args.frame: prompts}
-
-
-def _mask_labels(a, path):
-    """[H, W] object labels of a --mask image: an indexed or grayscale PNG as it is (one
-    object per value); an RGB one by its colours (one object per colour, black the
-    background; DAVIS palette colours in palette order), as the dataset reader's palette."""
-    import numpy as np
-
-    from sam2rl_fast.data.label_png import palette
-
-    if a.ndim == 2:
-        return a
-    rgb = a[..., :3]
-    if (rgb == rgb[..., :1]).all():  # grey stored as RGB
-        return rgb[..., 0]
-    colours, inv = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
-    if len(colours) > 255:
-        raise UsageError(f"--mask {path}: {len(colours)} colours (a photo, or a JPEG-compressed "
-                         "mask?); give one flat colour per object, or an indexed PNG")
-    pal = {tuple(palette()[3 * k: 3 * k + 3]): k for k in range(256)}
-    order = sorted(range(len(colours)), key=lambda i: (pal.get(tuple(colours[i]), 256), tuple(colours[i])))
-    ids = np.zeros(len(colours), np.uint8)
-    k = 0
-    for i in order:
-        if tuple(colours[i]) != (0, 0, 0):
-            k += 1
-            ids[i] = k
-    return ids[inv.reshape(-1)].reshape(rgb.shape[:2])
 
 
 def _check_agent_names(agents, option: str = "--agent") -> list[str]:

@@ -217,16 +217,18 @@ def test_ctrl_c_and_os_errors_are_one_line(tmp_path, video, capsys, monkeypatch,
 
 
 def test_a_colour_mask_is_one_object_per_colour(tmp_path, video):
-    from sam2rl_fast.cli import _mask_labels
+    from sam2rl_fast.data.label_png import DatasetError, read_label_png
 
     folder, _, masks = video
     rgb = np.zeros((*masks.shape[2:], 3), np.uint8)
     rgb[masks[0, 0]] = (0, 128, 0)   # DAVIS colour 2
     rgb[masks[0, 1]] = (128, 0, 0)   # DAVIS colour 1
-    labels = _mask_labels(rgb, "m.png")
-    assert np.array_equal(labels == 1, masks[0, 1]) and np.array_equal(labels == 2, masks[0, 0])
     png = tmp_path / "rgb.png"
     Image.fromarray(rgb).save(png)
+    labels = read_label_png(png, colours=True)  # the --mask reader
+    assert np.array_equal(labels == 1, masks[0, 1]) and np.array_equal(labels == 2, masks[0, 0])
+    with pytest.raises(DatasetError, match="a RGB image, not a palette"):  # a dataset's reader
+        read_label_png(png)
     out = tmp_path / "o"
     assert main(["track", folder, "--mask", str(png), *BASE, "--out", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["objects"] == ["0", "1"]

@@ -30,6 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2rl_fast.data.objects import (
+    SHAPES,  # noqa: F401  (re-exported: the shapes the suites draw)
+    Look,
+    Track,
+    crossing_track,
+    drifted,
+    lookalike,
+    random_look,
+    render_object,
+    simulate,
+)
 from sam2rl_fast.data.textures import random_texture
 
 
@@ -65,8 +76,6 @@ SUITES: dict[str, SuiteSpec] = {
 # the suites where what the memory holds decides (see the module docstring)
 MEMORY_SUITES = ("drift", "long-occlusion", "look-alike")
 _SPLITS = {"train": (0, 100_000), "heldout": (1_000_000, 1_000_100)}
-SHAPES = ("ellipse", "rectangle", "diamond", "star", "triangle", "blob")
-_TILE = 64  # side of an object's texture tile (object coordinates)
 
 
 def suite_seeds(suite: str, split: str = "heldout", count: int | None = None) -> range:
@@ -107,129 +116,180 @@ def _spec(suite: str) -> SuiteSpec:
     return SUITES[suite]
 
 
-# ------------------------------------------------------------------ appearance
+# ------------------------------------------------------------------ one video
 @dataclass
-class _Look:
-    """What an object looks like: a shape (a radius function of the angle in its
-    normalised frame), half-axes and a texture tile in object coordinates."""
+class _Scene:
+    """Everything random about a video, drawn before any frame is rendered (in this order:
+    the rng's draws decide the video, so reordering them changes every video)."""
 
-    shape: str
-    harmonics: np.ndarray  # [K, 2] blob amplitude and phase (blob only)
-    size: np.ndarray  # [2] half-axes in pixels
-    tile: np.ndarray  # [_TILE, _TILE, 3] float32
-
-
-def _radius(look: _Look, theta: np.ndarray) -> np.ndarray:
-    s = look.shape
-    if s == "ellipse":
-        return np.ones_like(theta)
-    if s == "rectangle":
-        return 1.0 / np.maximum(np.abs(np.cos(theta)), np.abs(np.sin(theta)))
-    if s == "diamond":
-        return 1.0 / (np.abs(np.cos(theta)) + np.abs(np.sin(theta)))
-    if s == "star":
-        return 0.75 + 0.25 * np.cos(5 * theta)
-    if s == "triangle":
-        return 0.5 / np.cos((theta % (2 * np.pi / 3)) - np.pi / 3) * 1.6
-    r = np.ones_like(theta)
-    for k, (amp, ph) in enumerate(look.harmonics, start=2):
-        r = r + amp * np.cos(k * theta + ph)
-    return r
+    spec: SuiteSpec
+    seed: int
+    T: int
+    H: int
+    W: int
+    bg_kind: str
+    bg: np.ndarray  # [H, W, 3] float32
+    looks: list[Look]  # per target
+    ends: list[Look | None]  # per target: where its drift ends (None: no drift)
+    jump_frames: set[int]
+    leave: tuple[int, int] | None  # (start, length) of the first target's exit from the view
+    targets: list[Track]
+    d_looks: list[Look]  # per distractor
+    d_tracks: list[Track]
+    d_above: list[bool]  # drawn above (else below) the targets
+    occl_plan: list[tuple[int, int]]  # (start, length) per occluder
+    occl_tex: list[np.ndarray]  # [H, W, 3] per occluder
 
 
-def _random_look(rng, H, W) -> _Look:
-    s = min(H, W)
-    shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    harmonics = np.stack([rng.uniform(0, 0.25, 4) / np.arange(1, 5) ** 0.5,
-                          rng.uniform(0, 2 * np.pi, 4)], 1)
-    size = np.array([rng.uniform(0.07, 0.15) * s, rng.uniform(0.06, 0.13) * s])
-    _, tile = random_texture(rng, _TILE, _TILE, noise=rng.uniform(0, 8))
-    return _Look(shape, harmonics, size, tile)
+def _span(rng, lo_hi: tuple[int, int], lo_start: int, T: int) -> tuple[int, int]:
+    """(start, length) of an interval that ends before the video does."""
+    lo, hi = lo_hi
+    length = int(rng.integers(lo, hi + 1))
+    length = max(1, min(length, T - lo_start - 2))
+    start = int(rng.integers(lo_start, max(lo_start + 1, T - length - 1)))
+    return start, length
 
 
-def _lookalike(rng, look: _Look, exact: bool) -> _Look:
-    tile = look.tile if exact else look.tile + rng.normal(0, 12, 3).astype(np.float32)
-    return _Look(look.shape, look.harmonics.copy(), look.size.copy(), tile)
+def _distractors(rng, spec: SuiteSpec, looks, targets, T, H, W):
+    """(looks, tracks, above) of the look-alikes: distractor i copies target i's look (mod
+    the targets) and, in crossing suites, crosses that target's path."""
+    d_looks, d_tracks, d_above = [], [], []
+    for i in range(spec.num_distractors):
+        like = looks[i % len(looks)]
+        d_looks.append(lookalike(rng, like, spec.lookalike_exact))
+        if spec.crossing:
+            d_tracks.append(crossing_track(rng, targets[i % len(targets)], T, H, W, spec.speed))
+        else:
+            d_tracks.append(simulate(rng, T, H, W, spec.speed, spec.transform))
+        d_above.append(bool(rng.random() < 0.5))
+    return d_looks, d_tracks, d_above
 
 
-def _drifted(rng, look: _Look, H, W) -> _Look:
-    """Where a drifting look ends: a new texture and colour, a changed shape and size."""
-    end = _random_look(rng, H, W)
-    end.size = look.size * rng.uniform(0.75, 1.3, 2)
-    return end
+def _draw_scene(spec: SuiteSpec, suite: str, seed: int, T: int, H: int, W: int) -> _Scene:
+    """Scene setup, then the targets' and distractors' trajectories, then the occlusion
+    schedule: every random draw of the video."""
+    rng = np.random.default_rng([zlib.crc32(suite.encode()), seed])
+    bg_kind, bg = random_texture(rng, H, W)
+    looks = [random_look(rng, H, W) for _ in range(spec.num_targets)]
+    ends = [drifted(rng, lk, H, W) if spec.drift > 0 else None for lk in looks]
+    jump_frames = set(rng.choice(np.arange(2, T), size=min(spec.jumps, T - 2), replace=False).tolist())
+    leave = _span(rng, spec.exit_frames, max(1, T // 4), T) if spec.leave_view else None
+    targets = [simulate(rng, T, H, W, spec.speed, spec.transform,
+                         jump_frames if k == 0 else (), leave if k == 0 else None)
+               for k in range(spec.num_targets)]
+    d_looks, d_tracks, d_above = _distractors(rng, spec, looks, targets, T, H, W)
+    # Occluders cross the first target's path: each hides it completely for its span (a
+    # static textured wall over everything the target covers meanwhile, plus a margin).
+    occl_plan = [_span(rng, spec.occlusion_frames, max(1, T // 4), T) for _ in range(spec.num_occluders)]
+    occl_tex = [random_texture(rng, H, W)[1] for _ in occl_plan]
+    return _Scene(spec, seed, T, H, W, bg_kind, bg, looks, ends, jump_frames, leave, targets,
+                  d_looks, d_tracks, d_above, occl_plan, occl_tex)
 
 
-def _blend(a: _Look, b: _Look, alpha: float) -> tuple[_Look, _Look | None, float]:
-    return a, (b if alpha > 0 else None), alpha
+def _drift_alpha(sc: _Scene, t: int) -> float:
+    """How far the targets' looks have drifted at frame t (0 at the first frame)."""
+    return sc.spec.drift * t / max(sc.T - 1, 1)
 
 
-# ------------------------------------------------------------------ motion
-@dataclass
-class _Track:
-    pos: np.ndarray  # [T, 2] x, y
-    angle: np.ndarray  # [T]
-    visible: np.ndarray  # [T] bool: drawn (False while out of view)
+def _layers(sc: _Scene, t: int, scale: float, rendered: list[list], distractor_pixels) -> list:
+    """[(target index or None, render)] of frame t in z-order (later over earlier); records
+    each target's render in `rendered[k][t]` and each distractor's area."""
+    alpha = _drift_alpha(sc, t)
+    layers = []
+    for k, tr in enumerate(sc.targets):
+        r = None
+        if tr.visible[t]:
+            r = render_object(sc.looks[k], sc.ends[k], alpha, *tr.pos[t], tr.angle[t], scale, sc.H, sc.W)
+        rendered[k][t] = r
+        layers.append((k, r))
+    for i, tr in enumerate(sc.d_tracks):
+        r = render_object(sc.d_looks[i], None, 0.0, *tr.pos[t], tr.angle[t], scale, sc.H, sc.W)
+        if r is not None:
+            distractor_pixels[t, i] = int(r[2].sum())
+        # above or below the target it copies
+        if sc.d_above[i]:
+            layers.append((None, r))
+        else:
+            layers.insert(0, (None, r))
+    return layers
 
 
-def _simulate(rng, T, H, W, speed, transform, jumps=(), exit_span=None) -> _Track:
-    pos = rng.uniform([0.25 * W, 0.25 * H], [0.75 * W, 0.75 * H])
-    ang = rng.uniform(0, 2 * np.pi)
-    vel = speed * (min(H, W) / 128) * np.array([np.cos(ang), np.sin(ang)])
-    wander = rng.uniform(0, 0.15) * speed * (min(H, W) / 128)
-    angle, spin = rng.uniform(0, np.pi), rng.normal(0, 0.03)
-    P, A = np.zeros((T, 2)), np.zeros(T)
+def _composite(img: np.ndarray, masks: np.ndarray, layers: list) -> None:
+    """Draw `layers` onto `img` [H, W, 3]; `masks` [n_obj, H, W] keep each target's visible part."""
+    full = np.zeros(img.shape[:2], bool)
+    for k, r in layers:
+        if r is None:
+            continue
+        y0, x0, m, colour = r
+        h, w = m.shape
+        full[:] = False
+        full[y0:y0 + h, x0:x0 + w] = m
+        img[y0:y0 + h, x0:x0 + w][m] = colour[m]
+        masks[:, full] = False
+        if k is not None:
+            masks[k] |= full
+
+
+def _occluder_box(sc: _Scene, start: int, dur: int, t: int, rendered: list):
+    """(y0, y1, x0, x1) of the wall over everything the first target covers during the
+    occlusion (frames not rendered yet at their largest scale), empty when it covers nothing."""
+    H, W = sc.H, sc.W
+    y0, y1, x0, x1 = H, 0, W, 0
+    tgt = sc.targets[0]
+    for tt in range(start, start + dur):
+        r = rendered[tt] if tt <= t else render_object(
+            sc.looks[0], sc.ends[0], _drift_alpha(sc, tt), *tgt.pos[tt], tgt.angle[tt],
+            1.0 + sc.spec.transform * 0.25, H, W)
+        if r is not None and r[2].any():
+            ys, xs = np.nonzero(r[2])
+            y0, y1 = min(y0, r[0] + ys.min()), max(y1, r[0] + ys.max() + 1)
+            x0, x1 = min(x0, r[1] + xs.min()), max(x1, r[1] + xs.max() + 1)
+    return y0, y1, x0, x1
+
+
+def _occlude(sc: _Scene, t: int, img: np.ndarray, masks: np.ndarray, rendered: list,
+             out_of_view: np.ndarray, occluded: np.ndarray) -> None:
+    """Draw the occluders active at frame t over `img`, clearing what they hide from `masks`
+    [n_obj, H, W]; flags the first target occluded (`occluded` [n_obj]) when in view."""
+    for (start, dur), tex in zip(sc.occl_plan, sc.occl_tex):
+        if not start <= t < start + dur:
+            continue
+        y0, y1, x0, x1 = _occluder_box(sc, start, dur, t, rendered)
+        if y0 < y1:
+            y0, y1 = max(0, y0 - 4), min(sc.H, y1 + 4)
+            x0, x1 = max(0, x0 - 4), min(sc.W, x1 + 4)
+            img[y0:y1, x0:x1] = tex[y0:y1, x0:x1]
+            masks[:, y0:y1, x0:x1] = False
+            occluded[0] = not out_of_view[0]
+
+
+def _render_video(sc: _Scene, suite: str) -> SyntheticVideo:
+    """Every frame of the scene: objects in z-order, then occluders, then the lighting gain."""
+    spec, T, H, W, seed = sc.spec, sc.T, sc.H, sc.W, sc.seed
+    n = spec.num_targets
+    frames = np.zeros((T, H, W, 3), np.uint8)
+    masks = np.zeros((T, n, H, W), bool)
+    occluded = np.zeros((T, n), bool)
+    out_of_view = np.zeros((T, n), bool)
+    distractor_pixels = np.zeros((T, spec.num_distractors), np.int64)
+    rendered = [[None] * T for _ in sc.targets]
     for t in range(T):
-        if t > 0:
-            vel = vel + rng.normal(0, wander, 2)  # curved, not only straight paths
-            pos = pos + vel
-            angle += spin + transform * 0.02
-            if t in jumps:  # abrupt motion
-                pos = pos + rng.uniform(-0.3, 0.3, 2) * np.array([W, H])
-            for d, lim in ((0, W), (1, H)):  # bounce off the borders
-                if (pos[d] < 0.1 * lim and vel[d] < 0) or (pos[d] > 0.9 * lim and vel[d] > 0):
-                    vel[d] = -vel[d]
-                pos[d] = float(np.clip(pos[d], 0.05 * lim, 0.95 * lim))
-        P[t], A[t] = pos, angle
-    visible = np.ones(T, bool)
-    if exit_span is not None:
-        visible[exit_span[0]:exit_span[0] + exit_span[1]] = False
-    return _Track(P, A, visible)
-
-
-def _crossing_track(rng, target: _Track, T, H, W, speed) -> _Track:
-    """A straight path through the target's position at a random frame."""
-    tc = int(rng.integers(T // 5, max(T // 5 + 1, (4 * T) // 5)))
-    ang = rng.uniform(0, 2 * np.pi)
-    v = speed * rng.uniform(0.8, 1.5) * (min(H, W) / 128) * np.array([np.cos(ang), np.sin(ang)])
-    P = target.pos[tc] + v * (np.arange(T)[:, None] - tc)
-    A = np.full(T, rng.uniform(0, np.pi)) + np.arange(T) * rng.normal(0, 0.03)
-    return _Track(P, A, np.ones(T, bool))
-
-
-# ------------------------------------------------------------------ rendering
-def _render(look: _Look, end: _Look | None, alpha: float, cx: float, cy: float, angle: float,
-            scale: float, H: int, W: int):
-    """(y0, x0, mask [h, w], colour [h, w, 3]) of an object in a window around it, or None."""
-    size = look.size if end is None else (1 - alpha) * look.size + alpha * end.size
-    a, b = size * scale
-    R = 1.8 * max(a, b)
-    y0, y1 = max(0, int(cy - R)), min(H, int(cy + R) + 1)
-    x0, x1 = max(0, int(cx - R)), min(W, int(cx + R) + 1)
-    if y0 >= y1 or x0 >= x1:
-        return None
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    c, s = np.cos(angle), np.sin(angle)
-    u = ((xx - cx) * c + (yy - cy) * s) / a
-    v = (-(xx - cx) * s + (yy - cy) * c) / b
-    rho, theta = np.hypot(u, v), np.arctan2(v, u)
-    r = _radius(look, theta) if end is None else (1 - alpha) * _radius(look, theta) + alpha * _radius(end, theta)
-    m = rho <= r
-    ti = np.clip(((v / 3 + 0.5) * (_TILE - 1)).astype(int), 0, _TILE - 1)
-    tj = np.clip(((u / 3 + 0.5) * (_TILE - 1)).astype(int), 0, _TILE - 1)
-    colour = look.tile[ti, tj]
-    if end is not None:
-        colour = (1 - alpha) * colour + alpha * end.tile[ti, tj]
-    return y0, x0, m, colour
+        gain = 1.0 + spec.transform * 0.3 * np.sin(2 * np.pi * t / T + seed)
+        scale = 1.0 + spec.transform * 0.25 * np.sin(2 * np.pi * t / T * 1.3 + seed)
+        img = sc.bg.copy()
+        _composite(img, masks[t], _layers(sc, t, scale, rendered, distractor_pixels))
+        for k in range(n):
+            if rendered[k][t] is None or not rendered[k][t][2].any():
+                out_of_view[t, k] = True
+        _occlude(sc, t, img, masks[t], rendered[0], out_of_view[t], occluded[t])
+        frames[t] = np.clip(img * gain, 0, 255).astype(np.uint8)
+    return SyntheticVideo(suite, seed, frames, masks, occluded, out_of_view,
+                          info={"jump_frames": sorted(sc.jump_frames), "spec": spec,
+                                "background": sc.bg_kind,
+                                "target_shapes": [lk.shape for lk in sc.looks],
+                                "distractor_shapes": [lk.shape for lk in sc.d_looks],
+                                "distractor_pixels": distractor_pixels,
+                                "occlusions": sc.occl_plan, "exit": sc.leave})
 
 
 def generate_video(suite: str, seed: int, num_frames: int = 24, height: int = 128,
@@ -238,105 +298,7 @@ def generate_video(suite: str, seed: int, num_frames: int = 24, height: int = 12
     spec = _spec(suite)
     if num_frames < 2 or height < 32 or width < 32:
         raise ValueError("need num_frames >= 2 and frames of at least 32x32 pixels")
-    rng = np.random.default_rng([zlib.crc32(suite.encode()), seed])
-    T, H, W = num_frames, height, width
-    bg_kind, bg = random_texture(rng, H, W)
-    looks = [_random_look(rng, H, W) for _ in range(spec.num_targets)]
-    ends = [_drifted(rng, lk, H, W) if spec.drift > 0 else None for lk in looks]
-
-    def span(lo_hi, lo_start):  # (start, length) of an interval that ends before the video does
-        lo, hi = lo_hi
-        length = int(rng.integers(lo, hi + 1))
-        length = max(1, min(length, T - lo_start - 2))
-        start = int(rng.integers(lo_start, max(lo_start + 1, T - length - 1)))
-        return start, length
-
-    jump_frames = set(rng.choice(np.arange(2, T), size=min(spec.jumps, T - 2), replace=False).tolist())
-    leave = span(spec.exit_frames, max(1, T // 4)) if spec.leave_view else None
-    targets = [_simulate(rng, T, H, W, spec.speed, spec.transform,
-                         jump_frames if k == 0 else (), leave if k == 0 else None)
-               for k in range(spec.num_targets)]
-    d_looks, d_tracks, d_above = [], [], []
-    for i in range(spec.num_distractors):
-        like = looks[i % len(looks)]
-        d_looks.append(_lookalike(rng, like, spec.lookalike_exact))
-        if spec.crossing:
-            d_tracks.append(_crossing_track(rng, targets[i % len(targets)], T, H, W, spec.speed))
-        else:
-            d_tracks.append(_simulate(rng, T, H, W, spec.speed, spec.transform))
-        d_above.append(bool(rng.random() < 0.5))
-    # Occluders cross the first target's path: each hides it completely for its span (a
-    # static textured wall over everything the target covers meanwhile, plus a margin).
-    occl_plan = [span(spec.occlusion_frames, max(1, T // 4)) for _ in range(spec.num_occluders)]
-    occl_tex = [random_texture(rng, H, W)[1] for _ in occl_plan]
-
-    frames = np.zeros((T, H, W, 3), np.uint8)
-    masks = np.zeros((T, spec.num_targets, H, W), bool)
-    occluded = np.zeros((T, spec.num_targets), bool)
-    out_of_view = np.zeros((T, spec.num_targets), bool)
-    distractor_pixels = np.zeros((T, spec.num_distractors), np.int64)
-    target_rendered = [[None] * T for _ in targets]
-    for t in range(T):
-        gain = 1.0 + spec.transform * 0.3 * np.sin(2 * np.pi * t / T + seed)
-        scale = 1.0 + spec.transform * 0.25 * np.sin(2 * np.pi * t / T * 1.3 + seed)
-        alpha = spec.drift * t / max(T - 1, 1)
-        img = bg.copy()
-        layers = []  # (target index or None, render)
-        for k, tr in enumerate(targets):
-            r = None
-            if tr.visible[t]:
-                r = _render(looks[k], ends[k], alpha, *tr.pos[t], tr.angle[t], scale, H, W)
-            target_rendered[k][t] = r
-            layers.append((k, r))
-        for i, tr in enumerate(d_tracks):
-            r = _render(d_looks[i], None, 0.0, *tr.pos[t], tr.angle[t], scale, H, W)
-            if r is not None:
-                distractor_pixels[t, i] = int(r[2].sum())
-            # above or below the target it copies
-            if d_above[i]:
-                layers.append((None, r))
-            else:
-                layers.insert(0, (None, r))
-        full = np.zeros((H, W), bool)
-        for k, r in layers:  # z-order: later layers are drawn over earlier ones
-            if r is None:
-                continue
-            y0, x0, m, colour = r
-            h, w = m.shape
-            full[:] = False
-            full[y0:y0 + h, x0:x0 + w] = m
-            img[y0:y0 + h, x0:x0 + w][m] = colour[m]
-            masks[t, :, full] = False
-            if k is not None:
-                masks[t, k] |= full
-        for k in range(len(targets)):
-            if target_rendered[k][t] is None or not target_rendered[k][t][2].any():
-                out_of_view[t, k] = True
-        for (start, dur), tex in zip(occl_plan, occl_tex):
-            if start <= t < start + dur:
-                y0, y1, x0, x1 = H, 0, W, 0
-                for tt in range(start, start + dur):
-                    r = target_rendered[0][tt] if tt <= t else _render(
-                        looks[0], ends[0], spec.drift * tt / max(T - 1, 1), *targets[0].pos[tt],
-                        targets[0].angle[tt], 1.0 + spec.transform * 0.25, H, W)
-                    if r is not None and r[2].any():
-                        ys, xs = np.nonzero(r[2])
-                        y0, y1 = min(y0, r[0] + ys.min()), max(y1, r[0] + ys.max() + 1)
-                        x0, x1 = min(x0, r[1] + xs.min()), max(x1, r[1] + xs.max() + 1)
-                if y0 < y1:
-                    y0, y1 = max(0, y0 - 4), min(H, y1 + 4)
-                    x0, x1 = max(0, x0 - 4), min(W, x1 + 4)
-                    img[y0:y1, x0:x1] = tex[y0:y1, x0:x1]
-                    masks[t, :, y0:y1, x0:x1] = False
-                    occluded[t, 0] = not out_of_view[t, 0]
-        frames[t] = np.clip(img * gain, 0, 255).astype(np.uint8)
-    return SyntheticVideo(suite, seed, frames, masks, occluded, out_of_view,
-                          info={"jump_frames": sorted(jump_frames), "spec": spec,
-                                "background": bg_kind,
-                                "target_shapes": [lk.shape for lk in looks],
-                                "distractor_shapes": [lk.shape for lk in d_looks],
-                                "distractor_pixels": distractor_pixels,
-                                "occlusions": occl_plan, "exit": leave})
+    return _render_video(_draw_scene(spec, suite, seed, num_frames, height, width), suite)
 
 
 def _writable(d: Path, overwrite: bool) -> Path:

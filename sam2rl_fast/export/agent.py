@@ -31,10 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2rl_fast.export.onnx_common import (
-    default_providers,
-    quiet_exporter,
-)
+from sam2rl_fast.export.onnx_common import quiet_exporter
 from sam2rl_fast.policies.agent_file import (
     FORMAT,
     INPUT_MEANINGS,
@@ -45,6 +42,7 @@ from sam2rl_fast.policies.agent_file import (
 )
 from sam2rl_fast.policies.agent_file import read_onnx_metadata as read_metadata
 from sam2rl_fast.policies.onnx import OnnxPolicy  # noqa: F401 - its home before the move
+from sam2rl_fast.runtime.onnx_session import default_providers  # noqa: F401 - re-exported
 
 PRODUCER = "sam2rl_fast.export.agent"
 

@@ -42,16 +42,14 @@ from sam2rl_fast.export.memory_attention_runtime import (  # noqa: F401 - re-exp
     OnnxMemoryAttentionError,
     read_metadata,
 )
-from sam2rl_fast.export.onnx_common import (  # default_providers: re-exported for callers
-    default_providers,  # noqa: F401
-    quiet_exporter,
-)
+from sam2rl_fast.export.onnx_common import quiet_exporter
 from sam2rl_fast.model.memory_attention import (
     check_supported,
     memory_attention_layers,
     merged_projections,
 )
 from sam2rl_fast.ops.rope import apply_rope, rope_tables
+from sam2rl_fast.runtime.onnx_session import default_providers  # noqa: F401 - re-exported
 
 # ---- the exportable module ----------------------------------------------------------------
 

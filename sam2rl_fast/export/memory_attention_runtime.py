@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2rl_fast.export.onnx_common import load_proto, open_session
+from sam2rl_fast.runtime.onnx_session import load_proto, open_session
 
 INPUT_NAMES = ("curr", "memory", "curr_pos", "memory_pos", "num_obj_ptr_tokens")
 OUTPUT_NAMES = ("pix_feat_with_mem",)

@@ -205,7 +205,7 @@ REQUIRED_KEYS = ("format", "layout", "capacity", "obs_size", "num_actions", "mod
 def read_onnx_metadata(path) -> dict[str, str]:
     """metadata_props of an exported agent, as strings; clear errors for other files."""
 
-    from sam2rl_fast.export.onnx_common import load_proto
+    from sam2rl_fast.runtime.onnx_session import load_proto
 
     path = Path(path).expanduser()
     proto = load_proto(path, "ONNX agent", AgentFileError)

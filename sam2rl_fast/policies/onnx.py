@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2rl_fast.export.onnx_common import open_session
+from sam2rl_fast.runtime.onnx_session import open_session
 from sam2rl_fast.policies.agent_file import (
     INPUT_NAME,
     OUTPUT_NAMES,

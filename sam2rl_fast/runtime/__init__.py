@@ -1,0 +1,1 @@
+"""What runs exported files, below every stage that loads one (policies, export)."""

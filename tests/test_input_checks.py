@@ -73,7 +73,7 @@ def test_mask_prompts_follow_one_rule():
     assert np.array_equal(mask_from_array(m.astype(np.uint8) * 7, "x"), m)
     with pytest.raises(PromptError, match="several ids"):
         mask_from_array(m.astype(np.uint8) + np.eye(8, dtype=np.uint8) * 2, "x")
-    with pytest.raises(PromptError, match="probabilities in \\[0, 1\\]"):
+    with pytest.raises(PromptError, match="must lie in \\[0, 1\\] \\(a float mask holds probabilities"):
         mask_from_array(m * 255.0, "x")
     with pytest.raises(PromptError, match="NaN"):
         mask_from_array(np.full((8, 8), np.nan), "x")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sam2rl_fast.ops import memory_gather
-from sam2rl_fast.tracking.step import Prompt, TrackingStep
+from sam2rl_fast.tracking.prompts import Prompt
+from sam2rl_fast.tracking.step import TrackingStep
 from tests.helpers import build_random_predictor, moving_square_video
 
 T = 4

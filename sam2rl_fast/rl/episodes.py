@@ -27,8 +27,8 @@ from sam2rl_fast.model.cpu_linear import packed_linears
 from sam2rl_fast.policies.base import RecencyReadRule, obs_size
 from sam2rl_fast.policies.learned import actions_to_slots
 from sam2rl_fast.rl.features import VideoFeatures, stack_lanes
+from sam2rl_fast.tracking.prompts import Prompt
 from sam2rl_fast.tracking.step import (
-    Prompt,
     TrackingStep,
     check_precision,
     pick_memory_attention,

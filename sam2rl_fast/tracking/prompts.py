@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from sam2rl_fast.tracking.step import Prompt
+from sam2rl_fast.tracking.video import float_range
+
+
+@dataclass
+class Prompt:
+    """One object's prompt on one frame, as `parse_prompt` makes it."""
+
+    kind: str  # "mask" | "box" | "points"
+    mask: np.ndarray | None = None  # [H, W] bool
+    points: np.ndarray | None = None  # [N, 2] (x, y) pixels
+    labels: np.ndarray | None = None  # [N] int: 1 positive, 0 negative, 2/3 box corners
 
 
 class PromptError(ValueError):
@@ -28,12 +40,8 @@ def mask_from_array(a: np.ndarray, what: str) -> np.ndarray:
             raise PromptError(f"{what}: mask values must be 0 (background) or one id, got negatives")
         return a != 0
     if np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise PromptError(f"{what}: the mask holds NaN or infinite values")
-        lo, hi = float(a.min()), float(a.max())
-        if lo < 0 or hi > 1:
-            raise PromptError(f"{what}: a float mask holds probabilities in [0, 1] (object where "
-                              f">= 0.5), got values in [{lo:g}, {hi:g}]")
+        float_range(a, what, "mask", (1.0,), PromptError,
+                    "a float mask holds probabilities, the object where >= 0.5")
         return a >= 0.5
     raise PromptError(f"{what}: a mask must be bool, integer or float, got {a.dtype}")
 

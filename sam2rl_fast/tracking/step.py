@@ -24,15 +24,8 @@ from sam2rl_fast.model.encodings import MemoryEncodings
 from sam2rl_fast.model.memory_attention import FastMemoryAttention
 from sam2rl_fast.model.sam_heads import HeadOutput, forward_sam_heads
 from sam2rl_fast.policies.observation import ObservationBuilder
+from sam2rl_fast.tracking.prompts import Prompt
 from sam2rl_fast.tracking.video import preprocess_frame
-
-
-@dataclass
-class Prompt:
-    kind: str  # "mask" | "box" | "points"
-    mask: np.ndarray | None = None  # [H, W] bool
-    points: np.ndarray | None = None  # [N, 2] (x, y) pixels
-    labels: np.ndarray | None = None  # [N] int: 1 positive, 0 negative, 2/3 box corners
 
 
 # Image features of a frame, as sam2's _prepare_backbone_features returns them:

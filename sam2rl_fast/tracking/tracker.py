@@ -25,13 +25,13 @@ from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.policies import POLICIES, MemoryPolicy, make_policy
 from sam2rl_fast.tracking.pathways import PathwayStep
 from sam2rl_fast.tracking.prompts import (  # noqa: F401 (PromptError, mask_from_array: public here)
+    Prompt,
     PromptError,
     mask_from_array,
     parse_prompt,
     split_prompt,
 )
 from sam2rl_fast.tracking.step import (
-    Prompt,
     TrackingStep,
     check_precision,
     pick_memory_attention,

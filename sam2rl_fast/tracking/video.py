@@ -55,14 +55,24 @@ def pixel_scale(a: np.ndarray, where: str) -> float:
                              "for 16-bit frames)")
         return 1.0
     if np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise VideoError(f"{where}: the frames hold NaN or infinite values")
-        lo, hi = float(a.min()), float(a.max())
-        if lo < 0 or hi > 255:
-            raise VideoError(f"{where}: float pixel values in [{lo:g}, {hi:g}]; floats must lie "
-                             "in [0, 1] or in [0, 255]")
-        return 255.0 if hi <= 1.0 else 1.0
+        return 255.0 / float_range(a, where, "pixel", (1.0, 255.0), VideoError)
     raise VideoError(f"{where}: unsupported pixel type {a.dtype}")
+
+
+def float_range(a: np.ndarray, where: str, what: str, tops: tuple[float, ...],
+                error: type[ValueError], meaning: str = "") -> float:
+    """The float rule of frames and mask prompts: `a` is finite and lies in [0, top] for one
+    of `tops` (tried smallest first); returns that top, else raises `error` naming `what`
+    (the values' kind) and `meaning` (what they stand for)."""
+    if not np.isfinite(a).all():
+        raise error(f"{where}: NaN or infinite {what} values")
+    lo, hi = float(a.min()), float(a.max())
+    for top in sorted(tops):
+        if lo >= 0 and hi <= top:
+            return top
+    ranges = " or in ".join(f"[0, {t:g}]" for t in sorted(tops))
+    raise error(f"{where}: float {what} values in [{lo:g}, {hi:g}]; floats must lie in {ranges}"
+                + (f" ({meaning})" if meaning else ""))
 
 
 def _kind(a: np.ndarray) -> str:

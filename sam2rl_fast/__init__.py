@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import importlib
 
-from sam2rl_fast import _compat
 from sam2rl_fast._version import __version__  # noqa: F401
 from sam2rl_fast._extension import ExtensionError, build_info  # noqa: E402
-
-_compat.install()  # old module paths (sam2rl_fast.tracker, ...) keep working
 
 _LAZY = {
     "MemoryBank": "sam2rl_fast.memory.bank",

@@ -1,10 +1,9 @@
-"""The package's layout: imports run one way, deployment loads no training stack, old
-module paths keep working, no library module grows past ~400 lines."""
+"""The package's layout: imports run one way, deployment loads no training stack, no
+library module grows past ~400 lines."""
 
 import ast
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -64,17 +63,6 @@ def test_tracking_and_onnx_agents_load_no_training_stack(code):
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert r.returncode in (0, 1), r.stderr  # info exits 1 without a built extension
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
-
-
-def test_old_module_paths_alias_the_new_ones():
-    from sam2rl_fast.tracking.tracker import FastTracker
-
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        import sam2rl_fast.tracker as old
-        from sam2rl_fast.model_loading import build_model  # noqa: F401
-    assert old.FastTracker is FastTracker
-    assert any("moved to sam2rl_fast.tracking.tracker" in str(x.message) for x in w)
 
 
 def test_no_library_module_is_over_400_lines():

@@ -1,5 +1,6 @@
 """sam2's axial RoPE as real cos/sin arithmetic, the one copy every path uses (the fused
-op's CPU and CUDA kernels compute the same angles in `csrc/memory_attention/rope.h`).
+op's CPU and CUDA kernels compute the same angles with `rope_angle` in
+`csrc/memory_attention/attention_math.h`).
 
 Stock sam2 rotates through complex numbers (`torch.polar`, `view_as_complex`), which also
 breaks ONNX export (sam2 issue #186); this is the same rotation on adjacent channel pairs.

@@ -1,10 +1,12 @@
-"""The bundled learned agent, `agent="sam2rl"`: one PPO agent trained across every synthetic
-suite for the bundled demo model (docs/results.md), shipped as package data.
+"""The bundled learned agent, `agent="sam2rl"`: one agent trained across every synthetic
+suite for the bundled demo model, read from package data (`sam2rl_fast/assets/agents/`)
+where the install ships one. None ships yet (docs/results.md): then `agent="sam2rl"` is a
+clear error and the default agent lists leave it out.
 
 Its ONNX export runs by default (onnxruntime is a base dependency); the SB3 zip beside it
-is the same agent for further training (`sam2rl-fast train --init`) or where onnxruntime
-is missing. Both carry the layout and the model they were trained for: with another SAM 2
-model (a Meta checkpoint) the tracker refuses the agent, as it refuses any agent file.
+is the same agent, for stable-baselines3 or where onnxruntime is missing. Both carry the
+layout and the model they were trained for: with another SAM 2 model (a Meta checkpoint)
+the tracker refuses the agent, as it refuses any agent file.
 """
 
 from __future__ import annotations

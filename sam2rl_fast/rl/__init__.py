@@ -1,6 +1,6 @@
 """Learned memory control: the RL environment on the fast path, agents and their training.
 
-Needs the `rl` extra (gymnasium, stable-baselines3).
+Needs the `train` extra (gymnasium, stable-baselines3, tensorboard).
 """
 
 from sam2rl_fast.rl.env import MemoryControlEnv, MemoryControlVecEnv, prepare_videos

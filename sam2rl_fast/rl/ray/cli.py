@@ -11,8 +11,8 @@ from sam2rl_fast.rl.ray.fleet import run_fleet  # noqa: F401  (`sam2rl-fast trai
 
 
 def options(args) -> RayOptions:
-    """--ray [ADDRESS], --ray-gpus (and --ray-cpus where a parser has it)."""
-    opts = RayOptions(address=args.ray or None, cpus=getattr(args, "ray_cpus", 1.0), gpus=args.ray_gpus)
+    """--ray [ADDRESS] and --ray-gpus; every task takes one CPU."""
+    opts = RayOptions(address=args.ray or None, cpus=1.0, gpus=args.ray_gpus)
     check_device(getattr(args, "device", None), opts)
     return opts
 

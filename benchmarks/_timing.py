@@ -1,6 +1,6 @@
-"""Shared by the benchmarks: median wall time (synchronising around CUDA work), and the
-machine they ran on (CPU model and the ISA flags that decide our kernels: Zen 4 and Zen 5
-differ 2x on the same AVX-512 code)."""
+"""Shared by the benchmarks: median wall time (synchronising around CUDA work), competitors
+timed in turns, and the machine they ran on (CPU model and the ISA flags that decide our
+kernels: Zen 4 and Zen 5 differ 2x on the same AVX-512 code; the load average)."""
 
 from __future__ import annotations
 
@@ -72,3 +72,34 @@ def count_flops(fn) -> tuple[float, float]:
     finally:
         F.scaled_dot_product_attention = sdpa
     return float(counter.get_total_flops()), attention[0]
+
+
+def time_interleaved(fns: dict, device: str, reps: int, warmup: int) -> dict:
+    """Median seconds per call of each fn, the fns taking turns within every repetition
+    (so that load from other processes on a shared machine hits all of them alike). On
+    CUDA each call is timed with events around it (device time)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            if device == "cuda":
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times[name].append(start.elapsed_time(end) / 1e3)
+            else:
+                times[name].append(median_time(fn, device, 1, warmup=0))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def load_average() -> str:
+    """The 1-minute load average (other processes on a shared machine), "?" where unknown."""
+    try:
+        return open("/proc/loadavg").read().split()[0]
+    except OSError:
+        return "?"

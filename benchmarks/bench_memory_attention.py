@@ -18,19 +18,15 @@ does fewer FLOPs; its GFLOP/s column divides the same stock count by our time (a
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
-from pathlib import Path
 
 import torch
 import torch._inductor.config
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import device_name, median_time  # noqa: E402
-from sam2rl_fast import FastMemoryAttention  # noqa: E402
-from tests.helpers import (  # noqa: E402
+from _timing import device_name, load_average, time_interleaved
+from sam2rl_fast import FastMemoryAttention
+from sam2rl_fast.testing import (
     build_random_predictor,
-    memory_attention_inputs,  # noqa: E402
+    memory_attention_inputs,
     rel_err,
 )
 
@@ -44,36 +40,6 @@ def stock_flops(Nq: int, M: int, B: int, layers: int = 4, d: int = 256, C: int =
     cross_attn = 2 * Nq * d * d + 2 * M * C * d + 2 * Nq * M * d
     mlp = 2 * Nq * d * dff
     return 2 * B * layers * (self_attn + cross_attn + mlp)
-
-
-def time_interleaved(fns: dict, device: str, reps: int, warmup: int) -> dict:
-    """Median seconds per call of each fn, the fns taking turns within every repetition
-    (so that load from other processes on a shared machine hits all of them alike). On
-    CUDA each call is timed with events around it (device time)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            if device == "cuda":
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times[name].append(start.elapsed_time(end) / 1e3)
-            else:
-                times[name].append(median_time(fn, device, 1, warmup=0))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def load_average() -> str:
-    try:
-        return open("/proc/loadavg").read().split()[0]
-    except OSError:
-        return "?"
 
 
 def main():

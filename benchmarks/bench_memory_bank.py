@@ -14,15 +14,12 @@ of the group's bank rows, then `memory_gather`).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import device_name, median_time  # noqa: E402
-from sam2rl_fast.ops import memory_append, memory_gather, memory_gather_varlen  # noqa: E402
-from tests.helpers import random_bank_inputs  # noqa: E402
+from _timing import device_name, median_time
+from sam2rl_fast.ops import memory_append, memory_gather, memory_gather_varlen
+from sam2rl_fast.testing import random_bank_inputs
 
 
 def stock_concat(maps, spos_map, tpos, tslots, obj_ptrs, obj_pos):

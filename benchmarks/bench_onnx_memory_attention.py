@@ -13,25 +13,20 @@ its times include the host<->device copies of inputs and output.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_memory_attention import (
+from _timing import (
     device_name,
     load_average,
     time_interleaved,
 )
 from sam2rl_fast import FastMemoryAttention
-from sam2rl_fast.export.memory_attention import (
-    OnnxMemoryAttention,
-    default_providers,
-    export_memory_attention,
-)
-from tests.helpers import build_random_predictor, memory_attention_inputs, rel_err
+from sam2rl_fast.export.memory_attention import OnnxMemoryAttention, export_memory_attention
+from sam2rl_fast.runtime.onnx_session import default_providers
+from sam2rl_fast.testing import build_random_predictor, memory_attention_inputs, rel_err
 
 
 def _call(fn, inputs, n_ptr):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,8 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_memory_attention import device_name, load_average
+from _timing import device_name, load_average
 from sam2rl_fast.export.agent import OnnxPolicy, export_agent
 from sam2rl_fast.rl.agents import load_sb3
 

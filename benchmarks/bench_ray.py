@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import cpu_info  # noqa: E402
+from _timing import cpu_info
 
 
 def load() -> str:

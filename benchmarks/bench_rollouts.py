@@ -33,13 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import count_flops, device_name
+from _timing import count_flops, device_name
 from sam2rl_fast.data.synthetic import generate_video
 from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.rl import EpisodeBatch, EpisodeVideo, FeatureCache, Lane
 from sam2rl_fast.tracking.step import TrackingStep
-from tests.helpers import write_jpeg_folder
+from sam2rl_fast.testing import write_jpeg_folder
 
 
 class EncodeEveryStep:

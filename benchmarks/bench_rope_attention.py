@@ -11,17 +11,13 @@ fused op on the raw 64-d memory as V (the exact PV shortcut). One object, 7 memo
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis  # noqa: E402
-
-from benchmarks._timing import median_time  # noqa: E402
-from sam2rl_fast.ops import rope_attention  # noqa: E402
+from _timing import median_time
+from sam2rl_fast.ops import rope_attention
 
 
 def main():

@@ -23,7 +23,6 @@ the memory bank, preallocated). `--vos` also times stock with `vos_optimized=Tru
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,10 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import device_name  # noqa: E402
-from sam2rl_fast import FastTracker  # noqa: E402
-from tests.helpers import (  # noqa: E402
+from _timing import device_name
+from sam2rl_fast import FastTracker
+from sam2rl_fast.testing import (
     SAM2_CONFIGS,
     build_random_predictor,
     moving_square_video,

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(_ROOT), str(_ROOT / "train")]  # the trainer lives outside the package
+# the trainer lives outside the package, in train/ (where its own scripts find it too)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 from demo_trainer.data import ClipDataset, batch_at  # noqa: E402
 from demo_trainer.run import TrainConfig, build_model, make_optimizer, train_step  # noqa: E402
 
-from benchmarks._timing import device_name  # noqa: E402
+from _timing import device_name  # noqa: E402
 
 
 def time_steps(device: torch.device, cfg: TrainConfig, amp: bool, steps: int, warmup: int):

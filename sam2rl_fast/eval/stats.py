@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# The SAM2RL issue's bar for per-video agents: 3x the best heuristic's relative gain, and at
-# least 0.015 J where the heuristics gain less than 0.005 J (so that a ratio cannot be won
-# by heuristics that do nothing).
+# The project's bar for per-video agents (docs/targets.md): 3x the best heuristic's relative
+# gain, and at least 0.015 J where the heuristics gain less than 0.005 J (so that a ratio
+# cannot be won by heuristics that do nothing).
 GAIN_RATIO = 3.0
 HEURISTIC_FLOOR = 0.005  # J
 FLOOR_GAIN = GAIN_RATIO * HEURISTIC_FLOOR  # 0.015 J
@@ -64,7 +64,8 @@ def relative_gain(policy, stock) -> float:
 
 
 def gain_target(agent, stock, heuristics: dict) -> dict:
-    """Whether agents beat the heuristics by the SAM2RL bar on one suite's videos.
+    """Whether agents beat the heuristics by the per-video bar (docs/targets.md) on one
+    suite's videos.
 
     `agent`, `stock` and every `heuristics[name]` are per-video J on the same videos. The
     best heuristic is the one with the largest mean gain; where it gains < 0.005 J the agents

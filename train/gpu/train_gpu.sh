@@ -1,33 +1,36 @@
 #!/usr/bin/env bash
-# Train the bundled model on a lent GPU in ONE device call (start, install, train, pack
-# in under 10 minutes), then fetch and unpack the run here. From the repository root:
+# Train the bundled model on a GPU machine without network access, in one command: install
+# the wheels brought along, plan the run to fit MINUTES, train, pack the run for the way
+# back. From the repository root:
 #
-#   bash train/device/wheels.sh                                    # once, here
-#   device run  carry=[".whl"]  timeout_s=600  command:
-#     OUT=$OUT MINUTES=7 bash train/device/train_gpu.sh --batch 32 --lr 2e-4 \
-#       --init sam2rl_fast/assets/sam2rl_effnet256.pt --pointer-dropout 0.3
-#   python train/carry_run.py unpack <files_at>/carry train/runs/gpu1     # here
+#   bash train/gpu/wheels.sh                       # once, on a machine with network: ./.whl
+#   # on the GPU machine, in a copy of the checkout that includes .whl/:
+#   OUT_DIR=gpu-run MINUTES=7 bash train/gpu/train_gpu.sh --batch 32 --lr 2e-4 \
+#     --init sam2rl_fast/assets/sam2rl_effnet256.pt --pointer-dropout 0.3
+#   # back where the run is evaluated, with gpu-run/ copied there:
+#   python train/pack_run.py unpack gpu-run/packed -o train/runs/gpu1
 #   sam2rl-fast eval --model train/runs/gpu1/model.pt --videos 8 --frames 48 --out ...
 #
-# A run is continued on the next machine by carrying its packed files back:
-#   cp -r <files_at>/carry ./.carry  (git-ignored) and  FROM=.carry ... train_gpu.sh (same
-#   options, carry=[".whl", ".carry"]): it is unpacked and resumed exactly.
+# A run is continued on a later GPU machine from its archive: copy gpu-run/packed into the
+# checkout as .packed-run/ (git-ignored) and run  FROM=.packed-run ... train_gpu.sh  with the
+# same options: it is unpacked and resumed exactly.
 #
 # Arguments after the script go to train/train_demo_model.py. Unless --steps is given, a
 # 45-second probe run measures s/step and the run is planned to end (its cosine schedule
-# too) within MINUTES. Everything written under $OUT: carry/ (pack_run: carry.json,
-# model.pt, 5 state.pt.partNN) and train.log: 8 files, what the device tool returns at most.
-# DEVICE=cpu runs the same steps on a CPU (how this script is tested).
+# too) within MINUTES. Everything is written under OUT_DIR: packed/ (train/pack_run.py:
+# run-pack.json, model.pt, state.pt in parts of at most PART_SIZE, default 16M) and
+# train.log. DEVICE=cpu runs the same steps on a CPU (how this script is tested).
 set -euo pipefail
-: "${OUT:?set OUT to the folder the results go to}"
+OUT_DIR=${OUT_DIR:-gpu-run}
 MINUTES=${MINUTES:-7}
 DEVICE=${DEVICE:-cuda}
+PART_SIZE=${PART_SIZE:-16M}
 WORKERS=${WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}
 PY=${PY:-python3}
 RUN=${RUN:-/tmp/sam2rl-run}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/train.log") 2>&1  # everything below, the probe too, into one log
-source train/device/use_wheels.sh
+mkdir -p "$OUT_DIR"
+exec > >(tee -a "$OUT_DIR/train.log") 2>&1  # everything below, the probe too, into one log
+source train/gpu/use_wheels.sh
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 [ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 "$PY" -c "import torch, sam2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -35,7 +38,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 ARGS=("$@")
 RESUME=()
 if [ -n "${FROM:-}" ]; then
-  "$PY" train/carry_run.py unpack "$FROM" "$RUN"
+  "$PY" train/pack_run.py unpack "$FROM" -o "$RUN"
   RESUME=(--resume)
 elif [[ " ${ARGS[*]} " != *" --steps "* ]]; then
   # probe: the same options on a throwaway run; the last logged s/step (workers warm)
@@ -53,5 +56,5 @@ set +e
   --minutes "$MINUTES" --eval-videos 0 "${ARGS[@]}"
 rc=$?
 set -e
-"$PY" train/carry_run.py pack "$RUN" "$OUT/carry"
+"$PY" train/pack_run.py pack "$RUN" -o "$OUT_DIR/packed" --part-size "$PART_SIZE"
 exit "$rc"

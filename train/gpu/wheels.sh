@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Run HERE (not on the device machine), from the repository root: the pure-Python wheels
-# that training needs and the device image lacks (sam2 and its config stack) into ./.whl,
-# which .gitignore keeps out of commits; pass `carry: [".whl"]` to the device tool.
-# The device image already has torch, torchvision, timm, numpy, scikit-image, matplotlib.
+# Run on a machine with network access, from the repository root: the pure-Python wheels
+# that training needs and a GPU machine without network may lack (sam2 and its config
+# stack) into ./.whl, which .gitignore keeps out of commits; copy .whl/ along with the
+# checkout (train/gpu/use_wheels.sh installs them there). The GPU machine is expected to
+# have torch, torchvision, timm, numpy, scikit-image and matplotlib already.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}

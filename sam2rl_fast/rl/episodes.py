@@ -22,19 +22,13 @@ import numpy as np
 import torch
 
 from sam2rl_fast.eval.metrics import iou as region_iou
-from sam2rl_fast.model.cached_encodings import cached_encodings
-from sam2rl_fast.model.cpu_linear import packed_linears
 from sam2rl_fast.policies.base import RecencyReadRule, obs_size
 from sam2rl_fast.policies.learned import actions_to_slots
+from sam2rl_fast.policies.stock import Sam2Policy
 from sam2rl_fast.rl.features import VideoFeatures, stack_lanes
+from sam2rl_fast.tracking.driver import TrackingSetup
 from sam2rl_fast.tracking.prompts import Prompt
-from sam2rl_fast.tracking.step import (
-    TrackingStep,
-    check_precision,
-    pick_memory_attention,
-    precision_autocast,
-    video_masks,
-)
+from sam2rl_fast.tracking.step import check_precision, video_masks
 
 REWARDS = ("iou", "improvement")
 
@@ -114,17 +108,18 @@ class EpisodeBatch:
         self.videos, self.model, self.num_lanes = videos, model, num_lanes
         self.L, self.random_window, self.obj, self.reward = episode_length, random_window, obj, reward
         self.capacity = capacity
-        attn, self.attention_impl = pick_memory_attention(model, fast_attention)
-        self.step_ = TrackingStep(model, attn, capacity)
+        # FastTracker's setup: the memory attention, oneDNN-packed Linears and cached encodings
+        # for the whole life of the batch (restored by close()); in bf16 the model runs under
+        # autocast around each call (`_precision`), on packed bf16 weights.
+        self.setup = TrackingSetup(model, fast_attention=fast_attention, fast_linears=fast_linears,
+                                   precision=precision)
+        self.attention_impl, self.precision = self.setup.attention_impl, precision
+        self.step_ = self.setup.step(capacity)
         self.read_rule = RecencyReadRule(self.step_.stock)
         self.obs_dim = obs_size(capacity)
         self._stock_ious: dict[Lane, np.ndarray] = {}
         self._exit = contextlib.ExitStack()
-        # oneDNN-packed Linears for the whole life of the batch (restored by close()); in bf16
-        # the model runs under autocast around each call (`_precision`), on packed bf16 weights.
-        self.precision = precision
-        self._exit.enter_context(packed_linears(model, enabled=fast_linears and model.device.type == "cpu"))
-        self._exit.enter_context(cached_encodings(model))
+        self._exit.enter_context(self.setup.running())
         self.lanes: list[Lane] = []
         self.t = 0
 
@@ -133,7 +128,7 @@ class EpisodeBatch:
 
     def _precision(self):
         """The model's work of one call in `precision` (as FastTracker's frames)."""
-        return precision_autocast(self.precision, self.model.device.type)
+        return self.setup.autocast()
 
     # ------------------------------------------------------------------ episodes
     def _valid_starts(self, v: EpisodeVideo, obj: int | None) -> list[tuple[int, int]]:
@@ -243,16 +238,18 @@ class EpisodeBatch:
             self._track_stock(todo)
 
     def _track_stock(self, todo) -> None:
-        st = TrackingStep(self.model, self.step_.memory_attention, self.capacity)
+        """The windows of `todo` tracked as `FastTracker(agent="sam2")` tracks them: a step of
+        this setup with the stock policy, one lane per window."""
+        st, policy = self.setup.step(self.capacity), Sam2Policy()
         st.reset(len(todo))
+        policy.reset(len(todo), self.capacity, st.stock)
         H, W = self.videos[todo[0].video].masks.shape[-2:]
         st.prompt(0, self._features(0, todo), [Prompt("mask", mask=self._gt(ln, 0)) for ln in todo],
                   (H, W), self.L)
         out = np.ones((len(todo), self.L))
         for t in range(1, self.L):
-            fs = st.advance(t, self._features(t, todo), st.stock, self.L, observe=False)
-            masks = self._video_masks(fs.head.low_res_masks, todo)
+            head, _ = st.track(t, self._features(t, todo), policy, self.L)
+            masks = self._video_masks(head.low_res_masks, todo)
             out[:, t] = [float(region_iou(m, self._gt(ln, t))) for m, ln in zip(masks, todo)]
-            st.store(t, fs.head, fs.mem, st.stock.assign_memories(st.bank, t), observed=False)
         for ln, row in zip(todo, out):
             self._stock_ious[ln] = row

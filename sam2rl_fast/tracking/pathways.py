@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-import numpy as np
 import torch
 
 from sam2rl_fast.memory.bank import MemoryBank
@@ -50,9 +49,11 @@ def reorder_head(head: HeadOutput, rows: torch.Tensor) -> HeadOutput:
 class ModulatedMemoryBank(MemoryBank):
     """A `MemoryBank` whose gathers scale each memory frame's tokens by its object-score
     weight (`memory_weights` over the frames a lane reads; pointers are not scaled).
-    `PathwayStep` turns its bank into one when the policy modulates."""
+    `PathwayStep` builds one when the policy modulates."""
 
-    modulation = (1.0, 1.0)
+    def __init__(self, *args, modulation=(1.0, 1.0), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.modulation = tuple(modulation)
 
     def _weights(self, selection, o: int) -> torch.Tensor:
         s = selection.slots[o]
@@ -79,7 +80,10 @@ class ModulatedMemoryBank(MemoryBank):
 
 class PathwayStep(TrackingStep):
     """A `TrackingStep` with `policy.pathways` lanes per object, driven by a
-    `Sam2LongPolicy`: `frame` is one frame of the cohort's objects, their best pathways out."""
+    `Sam2LongPolicy`. Its driver sees the `TrackingStep` interface over objects: `reset`,
+    `prompt` and `track` take and return one row per object (its best pathway's output),
+    `best_lane` names that pathway's lane in `bank`; `advance`, `store` and `observe` work
+    on the lanes, as `track` runs them."""
 
     def __init__(self, model, memory_attention, capacity: int, policy):
         super().__init__(model, memory_attention, capacity)
@@ -89,41 +93,36 @@ class PathwayStep(TrackingStep):
         """Empty memories for the P lanes of each of `num_objects` objects."""
         self.num_objects = num_objects
         super().reset(num_objects * self.P, extra_cond)
-        if self.policy.modulated:  # same state, modulated gathers
-            self.bank.__class__ = ModulatedMemoryBank
-            self.bank.modulation = self.policy.modulation
+
+    def make_bank(self, num_lanes: int, ptr_capacity: int, cls=MemoryBank, **options) -> MemoryBank:
+        if self.policy.modulated:  # modulated gathers
+            cls, options = ModulatedMemoryBank, {**options, "modulation": self.policy.modulation}
+        return super().make_bank(num_lanes, ptr_capacity, cls, **options)
 
     def best_lane(self, obj: int) -> int:
         """The lane of object `obj`'s best pathway (its cumulative score)."""
         return self.policy.best_lanes()[obj]
 
-    def frame(self, f: int, feats, prompts, start: bool, video_hw, num_frames=None, tm=None):
-        """Frame f of the cohort: `prompts` (one per object, None: none) on its start frame
-        or a correction frame. Returns (low-res logits [n,1,h,w], object scores [n],
-        predicted IoUs [n], slots [n]) of each object's best pathway."""
-        feats = self.expand(feats, self.num_lanes)
+    def prompt(self, f: int, feats, prompts, video_hw, num_frames=None, tm=None):
+        """`prompts` one per object (None: none), each given to all the object's lanes.
+        Returns as `TrackingStep.prompt`, one row per prompted object: its best pathway's
+        (on the start frame the pathways are copies and the first is the best)."""
         P = self.P
-        lane_prompts = None if prompts is None else [p for p in prompts for _ in range(P)]
-        if start:
-            _, low, score, iou, slots = self.prompt(f, feats, lane_prompts, video_hw, num_frames, tm)
-            rows = [o * P for o in range(self.num_objects)]  # the pathways are copies: the first
-            return low[rows], score[rows], iou[rows], np.asarray(slots)[rows]
-        fixed = frozenset() if lane_prompts is None else frozenset(
-            b for b, p in enumerate(lane_prompts) if p is not None)
-        head, slots = self._track(f, feats, num_frames, tm, fixed)
+        lanes, low, score, iou, slots = super().prompt(
+            f, feats, [p for p in prompts for _ in range(P)], video_hw, num_frames, tm)
         best = self.policy.best_lanes()
-        low = head.low_res_masks[best].float()
-        score = head.object_score_logits.reshape(-1)[best].float()
-        iou = head.chosen_iou[best].float()
-        slots = np.asarray(slots)[best]
-        if fixed:  # corrected objects: the prompt's output and a conditioning memory per lane
-            lanes, plow, pscore, piou, pslots = self.prompt(f, feats, lane_prompts, video_hw,
-                                                            num_frames, tm)
-            for o in range(self.num_objects):
-                if best[o] in fixed:
-                    i = lanes.index(best[o])
-                    low[o], score[o], iou[o], slots[o] = plow[i], pscore[i], piou[i], pslots[i]
-        return low, score, iou, slots
+        objs = [o for o, p in enumerate(prompts) if p is not None]
+        rows = [lanes.index(best[o]) for o in objs]
+        return objs, low[rows], score[rows], iou[rows], slots[rows]
+
+    def track(self, f: int, feats, policy=None, num_frames=None, tm=None, fixed=frozenset()):
+        """One tracked frame of every lane (`_track`; the policy is the step's own) for the
+        objects, `fixed` ones (a correction frame) stored by `prompt` instead. Returns (the
+        heads' output, slots) of each object's best pathway."""
+        lanes_fixed = frozenset(o * self.P + p for o in fixed for p in range(self.P))
+        head, slots = self._track(f, feats, num_frames, tm, lanes_fixed)
+        best = self.policy.best_lanes()
+        return reorder_head(head, torch.tensor(best)), [slots[b] for b in best]
 
     def _track(self, f, feats, num_frames, tm, fixed):
         """Memory attention, heads, branch selection, bank copies, memory encoder and store

@@ -5,7 +5,8 @@ A lane is one object of a video (`FastTracker`) or one episode of the RL environ
 bank gather -> memory attention -> SAM heads -> memory encoder -> (policy) -> bank append.
 The step is split where a memory policy needs to look: `segment` and `encode` produce
 the frame's output and its candidate memory, `observe` describes it, `store` writes the
-policy's decision. Image features come from outside (computed per frame, or cached).
+policy's decision; `track` runs them under a policy, as every driver does. Image features
+come from outside (computed per frame, or cached).
 """
 
 from __future__ import annotations
@@ -93,9 +94,17 @@ class TrackingStep:
         """Empty memories for `num_lanes` lanes (`extra_cond`: prompted frames after the
         first, each pinning one more pointer beside the stock rule's 16)."""
         self.num_lanes = num_lanes
-        self.bank = MemoryBank(num_lanes, self.enc.num_tokens, capacity=self.capacity,
-                               ptr_capacity=self.stock.max_obj_ptrs + extra_cond, device=self.device)
+        self.bank = self.make_bank(num_lanes, self.stock.max_obj_ptrs + extra_cond)
         self.obs = ObservationBuilder(num_lanes, self.capacity, self.model.mem_dim)
+
+    def make_bank(self, num_lanes: int, ptr_capacity: int, cls=MemoryBank, **options) -> MemoryBank:
+        """The bank `reset` builds (a subclass may pick another `MemoryBank` class)."""
+        return cls(num_lanes, self.enc.num_tokens, capacity=self.capacity, ptr_capacity=ptr_capacity,
+                   device=self.device, **options)
+
+    def best_lane(self, obj: int) -> int:
+        """The lane whose output is object `obj`'s (here each object is one lane)."""
+        return obj
 
     # ------------------------------------------------------------------ timing
     @contextlib.contextmanager
@@ -227,6 +236,19 @@ class TrackingStep:
             with self.timed(tm, "policy"):
                 obs = self.observe(f, head, mem, motion() if motion is not None else None)
         return FrameStep(head, mem, obs)
+
+    def track(self, f: int, feats: Features, policy, num_frames: int | None = None,
+              tm: dict | None = None, fixed=frozenset()) -> tuple[HeadOutput, list[int]]:
+        """One tracked frame of every lane under `policy` (reset for these lanes): `advance`,
+        the policy's slots (-1 for the lanes in `fixed`, whose frame is a correction that
+        `prompt` stores instead) and `store`. Returns (the heads' output, slots) per output
+        lane: what the tracker and the stock replay of the RL episodes run."""
+        fs = self.advance(f, feats, policy.read_rule, num_frames, choose=policy.choose_mask,
+                          observe=policy.needs_observation, motion=policy.motion_scores, tm=tm)
+        with self.timed(tm, "policy"):
+            slots = [-1 if b in fixed else s for b, s in enumerate(policy.assign(self.bank, f, fs.obs))]
+            self.store(f, fs.head, fs.mem, slots, observed=fs.obs is not None, skip_pointers=fixed)
+        return fs.head, slots
 
     def segment(self, f: int, feats: Features, read_rule, num_frames: int | None = None,
                 choose=None, tm: dict | None = None) -> HeadOutput:

@@ -19,11 +19,9 @@ import numpy as np
 import torch
 
 from sam2rl_fast.memory.bank import MemoryBank
-from sam2rl_fast.model.cached_encodings import cached_encodings
-from sam2rl_fast.model.cpu_linear import packed_linears
 from sam2rl_fast.model.loading import build_model
 from sam2rl_fast.policies import POLICIES, MemoryPolicy, make_policy
-from sam2rl_fast.tracking.pathways import PathwayStep
+from sam2rl_fast.tracking.driver import TrackingSetup
 from sam2rl_fast.tracking.prompts import (  # noqa: F401 (PromptError, mask_from_array: public here)
     Prompt,
     PromptError,
@@ -31,13 +29,7 @@ from sam2rl_fast.tracking.prompts import (  # noqa: F401 (PromptError, mask_from
     parse_prompt,
     split_prompt,
 )
-from sam2rl_fast.tracking.step import (
-    TrackingStep,
-    check_precision,
-    pick_memory_attention,
-    precision_autocast,
-    video_masks,
-)
+from sam2rl_fast.tracking.step import TrackingStep, check_precision, video_masks
 from sam2rl_fast.tracking.video import open_video
 
 _parse_prompt = parse_prompt  # its name before prompts.py
@@ -78,8 +70,8 @@ class TrackingResult:
 
 @dataclass
 class Cohort:
-    """The objects that start on one frame, tracked as one batch: their own `TrackingStep`
-    (its bank) and policy instance (policies keep per-object state), the frame's image
+    """The objects that start on one frame, tracked as one batch: their own step (a
+    `TrackingStep`, or its `PathwayStep` for SAM2Long; its bank) and policy instance (policies keep per-object state), the frame's image
     features shared with the other cohorts."""
 
     start: int
@@ -181,7 +173,9 @@ class FastTracker:
                               f"(frames 0..{n - 1})")
         self.progress, self.fast_linears = progress, fast_linears
         self.profile = self.device.type == "cpu" if profile is None else bool(profile)
-        self.memory_attention, self.attention_impl = pick_memory_attention(self.model, fast_attention)
+        self.setup = TrackingSetup(self.model, fast_attention=fast_attention, fast_linears=fast_linears,
+                                   precision=precision)
+        self.memory_attention, self.attention_impl = self.setup.memory_attention, self.setup.attention_impl
         self.cohorts: list[Cohort] = []
         for start, lanes, prompts, corr in specs:
             policy = _cohort_policy(agent, self.policy) if self.cohorts else self.policy
@@ -189,10 +183,7 @@ class FastTracker:
             # needs its 6 recent ones. (A learned agent's bank size is its layout's: there,
             # corrections take replaceable slots.)
             cap = capacity + (len(corr) if corr and not policy.fixed_capacity else 0)
-            if getattr(policy, "pathways", None):  # SAM2Long: P lanes per object
-                step = PathwayStep(self.model, self.memory_attention, cap, policy)
-            else:
-                step = TrackingStep(self.model, self.memory_attention, cap)
+            step = self.setup.step(cap, policy)  # SAM2Long: P lanes per object
             self.cohorts.append(Cohort(start, lanes, prompts, corr, policy, cap, step))
         # The first cohort's (all objects' when they start together): as before cohorts.
         first = self.cohorts[0]
@@ -203,8 +194,7 @@ class FastTracker:
         `self.bank` is the first cohort's: every object's when they start together."""
         k = self.obj_ids.index(obj)
         c = next(c for c in self.cohorts if k in c.lanes)
-        lane = c.lanes.index(k)
-        return c.step.bank, c.step.best_lane(lane) if isinstance(c.step, PathwayStep) else lane
+        return c.step.bank, c.step.best_lane(c.lanes.index(k))
 
     # ------------------------------------------------------------------ public API
     def __iter__(self) -> Iterator[TrackedFrame]:
@@ -246,11 +236,10 @@ class FastTracker:
 
             bar = tqdm(total=T, desc=f"tracking ({self.policy.name})", unit="frame")
         t_prev = time.perf_counter()
-        # The model's Linear layers run through oneDNN while tracking, restored afterwards
-        # (in bf16: on packed bf16 copies of the weights); positional encodings are reused.
-        linears = packed_linears(self.model, enabled=self.fast_linears and self.device.type == "cpu")
         try:
-            with linears, cached_encodings(self.model):
+            # The model's Linear layers run through oneDNN while tracking, restored afterwards
+            # (in bf16: on packed bf16 copies of the weights); positional encodings are reused.
+            with self.setup.running():
                 f = -1
                 for f, frame in enumerate(self.video):
                     decode_ms = (time.perf_counter() - t_prev) * 1e3
@@ -263,7 +252,7 @@ class FastTracker:
                     t_frame = time.perf_counter()
                     timings = {"decode": decode_ms}
                     tm = timings if self.profile else None  # None: stages are not timed
-                    with precision_autocast(self.precision, self.device.type):  # not across the yield
+                    with self.setup.autocast():  # not across the yield
                         feats = self.step.encode_image(frame, tm)  # once for every cohort
                         out = self._output(f, [(c, self._cohort_step(c, f, feats, T, tm)) for c in active])
                     if self.device.type == "cuda":
@@ -289,30 +278,12 @@ class FastTracker:
 
     def _cohort_step(self, c: Cohort, f, feats, T, tm):
         """(low-res logits, scores, IoUs, slots) of the cohort's objects on frame f."""
-        if isinstance(c.step, PathwayStep):  # SAM2Long: P lanes per object, the best one out
-            prompts = c.prompts if f == c.start else c.corrections.get(f)
-            return c.step.frame(f, feats, prompts, f == c.start, (self.H, self.W), T, tm)
-        feats = c.step.expand(feats, len(c.lanes))
+        feats = c.step.expand(feats, c.step.num_lanes)
         if f == c.start:
             return c.step.prompt(f, feats, c.prompts, (self.H, self.W), T, tm)[1:]
         if f in c.corrections:
             return self._correction_step(c, f, feats, T, tm, c.corrections[f])
-        return self._track_step(c, f, feats, T, tm)
-
-    def _decide(self, c: Cohort, f, feats, T, tm, fixed=frozenset()):
-        """The frame's step and the policy's slots (-1 for lanes in `fixed`, which a
-        correction prompt stores instead)."""
-        step, policy = c.step, c.policy
-        fs = step.advance(f, feats, policy.read_rule, T, choose=policy.choose_mask,
-                          observe=policy.needs_observation, motion=policy.motion_scores, tm=tm)
-        with step.timed(tm, "policy"):
-            slots = [-1 if b in fixed else s for b, s in enumerate(policy.assign(step.bank, f, fs.obs))]
-            step.store(f, fs.head, fs.mem, slots, observed=fs.obs is not None, skip_pointers=fixed)
-        return fs, slots
-
-    def _track_step(self, c: Cohort, f, feats, T, tm):
-        fs, slots = self._decide(c, f, feats, T, tm)
-        head = fs.head
+        head, slots = c.step.track(f, feats, c.policy, T, tm)
         return head.low_res_masks, head.object_score_logits.reshape(-1), head.chosen_iou, np.asarray(slots)
 
     def _correction_step(self, c: Cohort, f, feats, T, tm, prompts):
@@ -320,8 +291,7 @@ class FastTracker:
         conditioning memory (as stock's add_new_mask / add_new_points_or_box on a frame it
         has not tracked yet); the others are tracked as usual."""
         fixed = frozenset(b for b, p in enumerate(prompts) if p is not None)
-        fs, slots = self._decide(c, f, feats, T, tm, fixed)
-        head = fs.head
+        head, slots = c.step.track(f, feats, c.policy, T, tm, fixed)
         lanes, low, score, iou, cslots = c.step.prompt(f, feats, prompts, (self.H, self.W), T, tm)
         idx = torch.tensor(lanes, device=low.device)
         out_low = head.low_res_masks.float().index_copy(0, idx, low.float())

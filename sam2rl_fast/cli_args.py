@@ -111,19 +111,23 @@ def build_parser(handlers: dict, description: str) -> argparse.ArgumentParser:
     p_agent = sub.add_parser("export", help="export a trained agent (.zip) to ONNX for onnxruntime")
     p_attn = sub.add_parser("export-memory-attention",
                             help="export the model's memory attention to ONNX (RoPE as real arithmetic)")
+    p_tracker = sub.add_parser("export-tracker",
+                               help="export the tracker's networks (image encoder, memory attention, "
+                                    "SAM heads, memory encoder) to one folder of ONNX files")
     try:
         from sam2rl_fast.export.agent import add_export_args, export_cli
         from sam2rl_fast.export.memory_attention import (
             add_export_memory_attention_args,
             export_memory_attention_cli,
         )
+        from sam2rl_fast.export.tracker import add_export_tracker_args, export_tracker_cli
     except ImportError as e:  # e.g. sam2 missing: `info` must still run and say so
         missing = e
 
         def unavailable(args):
             raise UsageError(f"{args.command} is unavailable here: {missing}")
 
-        for p in (p_agent, p_attn):
+        for p in (p_agent, p_attn, p_tracker):
             p.add_argument("rest", nargs=argparse.REMAINDER)
             p.set_defaults(func=unavailable)
     else:
@@ -131,4 +135,6 @@ def build_parser(handlers: dict, description: str) -> argparse.ArgumentParser:
         p_agent.set_defaults(func=export_cli)
         add_export_memory_attention_args(p_attn)
         p_attn.set_defaults(func=export_memory_attention_cli)
+        add_export_tracker_args(p_tracker)
+        p_tracker.set_defaults(func=export_tracker_cli)
     return parser

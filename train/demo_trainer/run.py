@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from sam2rl_fast.data.synthetic import SUITES
+from sam2rl_fast.run_folder import CONFIG_FILE, RunError, check_resume, json_record
 
 from .data import ClipDataset, batches, memory_schedule
 from .forward import forward_clips, to_model_input
@@ -88,10 +89,6 @@ RUN_DEFINING = ("steps", "batch", "frames", "seed", "lr", "weight_decay", "warmu
                 "min_lr_ratio", "grad_clip", "box_prob", "precision", "config", "init",
                 "suite_weights", "schedule_weights", "locality_init",
                 "pointer_dropout", "mask_gain")
-
-
-class RunError(ValueError):
-    """A run folder that cannot be started or resumed as asked."""
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -222,28 +219,21 @@ def save_model(model, path, meta: dict | None = None, overwrite: bool = False) -
 def _config_record(cfg: DemoTrainConfig) -> dict:
     rec = {k: getattr(cfg, k) for k in RUN_DEFINING}
     rec["config"] = Path(cfg.config or default_config()).name
-    return json.loads(json.dumps(rec))
+    return json_record(rec)
 
 
 def open_run(run: Path, cfg: DemoTrainConfig, resume: bool) -> dict | None:
-    """Check the run folder before anything is written; the saved state when resuming."""
+    """Check the run folder before anything is written; the saved state when resuming
+    (None for a new run, {} for a run stopped before its first checkpoint)."""
     run = Path(run)
-    cfg_path, state_path = run / "config.json", run / "state.pt"
     if not resume:
         if run.exists() and any(run.iterdir()):
-            what = "a training run" if cfg_path.exists() else "files this trainer did not write"
+            what = "a training run" if (run / CONFIG_FILE).exists() else "files this trainer did not write"
             raise RunError(f"--run {run} is not empty (it holds {what}); pass --resume to "
                            "continue a run there, or choose a new folder")
         return None
-    if not cfg_path.is_file():
-        raise RunError(f"--resume: {run} holds no run to resume (no config.json)")
-    saved = json.loads(cfg_path.read_text())
-    mine = _config_record(cfg)
-    diff = {k: (saved.get(k), mine[k]) for k in mine if saved.get(k) != mine[k]}
-    if diff:
-        lines = ", ".join(f"{k}: run has {a!r}, given {b!r}" for k, (a, b) in diff.items())
-        raise RunError(f"--resume {run}: the options differ from the run's ({lines}); resume "
-                       "with the run's options or start a new run")
+    check_resume(run, _config_record(cfg))
+    state_path = run / "state.pt"
     if not state_path.is_file():  # stopped before its first checkpoint: nothing to lose
         return {}
     try:
@@ -335,7 +325,7 @@ def train(run, cfg: DemoTrainConfig, resume: bool = False, log=print) -> dict:
         log(f"resumed {run} at step {step} of {cfg.steps} ({spent / 3600:.2f} h spent so far)")
     elif state is None:
         run.mkdir(parents=True, exist_ok=True)
-        _atomic_text(json.dumps(_config_record(cfg), indent=1), run / "config.json")
+        _atomic_text(json.dumps(_config_record(cfg), indent=1), run / CONFIG_FILE)
     model.train()
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())

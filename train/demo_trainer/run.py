@@ -19,13 +19,14 @@ with the same weights as one run straight through.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import signal
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -287,125 +288,210 @@ def plot_curve(curve, path, log=print):
 
 
 # ------------------------------------------------------------------ the loop
+@dataclass
+class _Run:
+    """A run in progress: what every step reads and every checkpoint saves."""
+
+    folder: Path
+    cfg: DemoTrainConfig
+    device: torch.device
+    amp: bool  # bf16 autocast
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    data: ClipDataset
+    state: dict | None  # as `open_run` read it: None for a new run, {} before a first checkpoint
+    step: int = 0  # steps done
+    curve: list = field(default_factory=list)  # one row per step done
+    spent: float = 0.0  # seconds trained by earlier invocations
+    t_start: float = 0.0  # when this invocation's steps began (time.perf_counter)
+
+    def seconds(self) -> float:
+        """Seconds trained so far, earlier invocations included."""
+        return self.spent + (time.perf_counter() - self.t_start)
+
+
 def train(run, cfg: DemoTrainConfig, resume: bool = False, log=print) -> dict:
     """Train (or continue) the run in folder `run`. Returns {"step", "done", "run"}."""
-    run = Path(run)
+    r = _setup(Path(run), cfg, resume, log)
+    stopped_by = _run_steps(r, log)
+    return _finish(r, stopped_by, log)
+
+
+def _setup(run: Path, cfg: DemoTrainConfig, resume: bool, log) -> _Run:
+    """Check the folder and the options, build the model and its optimizer, then put a
+    resumed run's state back or write a new run's config.json."""
     state = open_run(run, cfg, resume)  # refuses before anything is touched
     if cfg.steps < 1 or cfg.batch < 1 or cfg.frames < 2:
         raise RunError("need --steps >= 1, --batch >= 1 and --frames >= 2")
+    device, amp = _device(cfg)
+    model = build_demo_model(device, cfg.config, seed=cfg.seed, init=cfg.init)
+    if not state:
+        _first_weights(model, cfg, log)
+    r = _Run(run, cfg, device, amp, model, make_optimizer(model, cfg.lr, cfg.weight_decay),
+             ClipDataset(cfg.seed, cfg.frames, model.image_size, cfg.suite_weights), state)
+    if state:
+        _restore(r, log)
+    elif state is None:
+        run.mkdir(parents=True, exist_ok=True)
+        _atomic_text(json.dumps(_config_record(cfg), indent=1), run / CONFIG_FILE)
+    model.train()
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"model: {_num_params(model) / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trained), image "
+        f"size {model.image_size}; device {device} ({'bf16 autocast' if amp else 'fp32'}); batch "
+        f"{cfg.batch} clips x {cfg.frames} frames; {cfg.steps} steps planned")
+    return r
+
+
+def _device(cfg: DemoTrainConfig) -> tuple[torch.device, bool]:
+    """The device the run trains on, and whether under bf16 autocast."""
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = resolve_precision(cfg.precision, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    model = build_demo_model(device, cfg.config, seed=cfg.seed, init=cfg.init)
-    if cfg.init and not state:
+    return device, amp
+
+
+def _first_weights(model, cfg: DemoTrainConfig, log) -> None:
+    """What a run does to its weights at step 0 (a resume has them in its state): the
+    memory-path priors of demo_trainer/memory_path.py."""
+    if cfg.init:
         log(f"warm start from {cfg.init}")
-    if cfg.locality_init and not state:
+    if cfg.locality_init:
         from .memory_path import init_local_cross_attention
 
         bias, scale = cfg.locality_init
         n = init_local_cross_attention(model, float(bias), float(scale))
         log(f"locality prior on {n} cross-attention layers (bias {bias}, weights x{scale})")
-    if cfg.mask_gain and not state:
+    if cfg.mask_gain:
         from .memory_path import amplify_mask_path
 
         amplify_mask_path(model, float(cfg.mask_gain))
         log(f"memory encoder's mask path amplified x{cfg.mask_gain}")
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    step, curve, spent = 0, [], 0.0
-    if state:
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
-        if unexpected or any(not k.startswith("image_encoder.trunk.") for k in missing):
-            raise RunError(f"{run / 'state.pt'} does not fit the model ({len(unexpected)} "
-                           "unexpected keys)")
-        opt.load_state_dict(state["optimizer"])
-        step, curve, spent = int(state["step"]), list(state["curve"]), float(state["seconds"])
-        log(f"resumed {run} at step {step} of {cfg.steps} ({spent / 3600:.2f} h spent so far)")
-    elif state is None:
-        run.mkdir(parents=True, exist_ok=True)
-        _atomic_text(json.dumps(_config_record(cfg), indent=1), run / CONFIG_FILE)
-    model.train()
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_all = sum(p.numel() for p in model.parameters())
-    data = ClipDataset(cfg.seed, cfg.frames, model.image_size, cfg.suite_weights)
-    log(f"model: {n_all / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trained), image size "
-        f"{model.image_size}; device {device} ({'bf16 autocast' if amp else 'fp32'}); batch "
-        f"{cfg.batch} clips x {cfg.frames} frames; {cfg.steps} steps planned")
 
-    def checkpoint(reason: str):
-        model.eval()
-        meta = {"config": Path(cfg.config or default_config()).name, "steps": step,
-                "planned_steps": cfg.steps, "batch": cfg.batch, "frames": cfg.frames,
-                "seed": cfg.seed, "train_seconds": spent + (time.perf_counter() - t_start),
-                "parameters": n_all, "torch": torch.__version__}
-        _atomic_save({"format": STATE_FORMAT, "step": step, "model": trainable_state(model),
-                      "optimizer": opt.state_dict(), "curve": curve,
-                      "seconds": meta["train_seconds"]}, run / "state.pt")
-        save_model(model, run / "model.pt", meta, overwrite=True)
-        write_curve(curve, run)
-        plot_curve(curve, run / "loss.png", log=log)
-        model.train()
-        log(f"checkpoint ({reason}): step {step}, {run / 'state.pt'}")
 
+def _restore(r: _Run, log) -> None:
+    """Weights, optimizer, step, curve and time of a resumed run, from its state.pt."""
+    missing, unexpected = r.model.load_state_dict(r.state["model"], strict=False)
+    if unexpected or any(not k.startswith("image_encoder.trunk.") for k in missing):
+        raise RunError(f"{r.folder / 'state.pt'} does not fit the model ({len(unexpected)} "
+                       "unexpected keys)")
+    r.opt.load_state_dict(r.state["optimizer"])
+    r.step, r.curve, r.spent = int(r.state["step"]), list(r.state["curve"]), float(r.state["seconds"])
+    log(f"resumed {r.folder} at step {r.step} of {r.cfg.steps} ({r.spent / 3600:.2f} h spent so far)")
+
+
+def _num_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Within the block, Ctrl-C and SIGTERM only set ``stop["signal"]`` (their name): the
+    loop finishes its step, the run saves and returns."""
     stop = {"signal": None}
 
-    def on_signal(signum, frame):  # finish the step, save, exit
+    def on_signal(signum, frame):
         stop["signal"] = signal.Signals(signum).name
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    t_start = time.perf_counter()
-    t_ckpt, t_mark, step_mark = t_start, t_start, step
-    loader = batches(data, cfg.batch, step, cfg.steps, cfg.workers, pin_memory=device.type == "cuda")
     try:
-        while step < cfg.steps:
-            now = time.perf_counter()
-            if cfg.minutes is not None and now - t_start >= cfg.minutes * 60:
-                break
-            if stop["signal"]:
-                break
-            f = lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * f
-            out = train_step(model, opt, next(loader), device, step, cfg, amp)
-            step += 1
-            out.update(step=step, time=round(spent + time.perf_counter() - t_start, 3),
-                       lr=cfg.lr * f)
-            curve.append(out)
-            if out["skipped"]:
-                log(f"step {step}: non-finite loss or gradient ({out['loss']}): update skipped")
-            if step % cfg.log_every == 0 or step == 1:
-                now = time.perf_counter()
-                sps = (step - step_mark) / max(now - t_mark, 1e-9)
-                t_mark, step_mark = now, step
-                recent = curve[-cfg.log_every:]
-                mean = {k: float(np.nanmean([r[k] for r in recent]))
-                        for k in ("loss", "mask", "dice", "iou", "class")}
-                eta = (cfg.steps - step) / max(sps, 1e-9)
-                log(f"step {step:5d}/{cfg.steps}  loss {mean['loss']:.4f} (focal {mean['mask']:.4f} "
-                    f"dice {mean['dice']:.3f} iou {mean['iou']:.3f} obj {mean['class']:.3f})  "
-                    f"lr {cfg.lr * f:.2e}  {1 / max(sps, 1e-9):.1f} s/step  "
-                    f"{sps * cfg.batch * cfg.frames:.1f} frames/s  ETA {eta / 3600:.2f} h")
-            if time.perf_counter() - t_ckpt >= cfg.checkpoint_minutes * 60:
-                checkpoint("periodic")
-                t_ckpt = time.perf_counter()
+        yield stop
     finally:
-        del loader  # its worker processes end with it
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _run_steps(r: _Run, log) -> str | None:
+    """Steps until the planned count, the time budget (--minutes) or a signal, with a
+    checkpoint every --checkpoint-minutes. Returns the name of the signal that stopped it."""
+    cfg = r.cfg
+    with _stop_on_signals() as stop:
+        r.t_start = time.perf_counter()
+        t_ckpt, mark = r.t_start, (r.t_start, r.step)
+        loader = batches(r.data, cfg.batch, r.step, cfg.steps, cfg.workers,
+                         pin_memory=r.device.type == "cuda")
+        try:
+            while r.step < cfg.steps:
+                if cfg.minutes is not None and time.perf_counter() - r.t_start >= cfg.minutes * 60:
+                    break
+                if stop["signal"]:
+                    break
+                _one_step(r, next(loader), log)
+                if r.step % cfg.log_every == 0 or r.step == 1:
+                    mark = _log_progress(r, mark, log)
+                if time.perf_counter() - t_ckpt >= cfg.checkpoint_minutes * 60:
+                    _checkpoint(r, "periodic", log)
+                    t_ckpt = time.perf_counter()
+        finally:
+            del loader  # its worker processes end with it
+    return stop["signal"]
+
+
+def _one_step(r: _Run, batch, log) -> None:
+    """Step `r.step` at its scheduled learning rate; its losses join the curve."""
+    cfg = r.cfg
+    lr = cfg.lr * lr_factor(r.step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+    for g in r.opt.param_groups:
+        g["lr"] = lr
+    out = train_step(r.model, r.opt, batch, r.device, r.step, cfg, r.amp)
+    r.step += 1
+    out.update(step=r.step, time=round(r.spent + time.perf_counter() - r.t_start, 3), lr=lr)
+    r.curve.append(out)
+    if out["skipped"]:
+        log(f"step {r.step}: non-finite loss or gradient ({out['loss']}): update skipped")
+
+
+def _log_progress(r: _Run, mark: tuple[float, int], log) -> tuple[float, int]:
+    """One line: the mean losses of the last --log-every steps, the speed since `mark`
+    (time, step) and the time left. Returns the new mark."""
+    cfg, now = r.cfg, time.perf_counter()
+    sps = (r.step - mark[1]) / max(now - mark[0], 1e-9)
+    recent = r.curve[-cfg.log_every:]
+    mean = {k: float(np.nanmean([row[k] for row in recent])) for k in ("loss", "mask", "dice", "iou", "class")}
+    eta = (cfg.steps - r.step) / max(sps, 1e-9)
+    log(f"step {r.step:5d}/{cfg.steps}  loss {mean['loss']:.4f} (focal {mean['mask']:.4f} "
+        f"dice {mean['dice']:.3f} iou {mean['iou']:.3f} obj {mean['class']:.3f})  "
+        f"lr {r.curve[-1]['lr']:.2e}  {1 / max(sps, 1e-9):.1f} s/step  "
+        f"{sps * cfg.batch * cfg.frames:.1f} frames/s  ETA {eta / 3600:.2f} h")
+    return now, r.step
+
+
+def _checkpoint(r: _Run, reason: str, log) -> None:
+    """state.pt (what a resume needs), model.pt (the shippable model), curve.csv, loss.png."""
+    cfg, model = r.cfg, r.model
+    model.eval()
+    meta = {"config": Path(cfg.config or default_config()).name, "steps": r.step,
+            "planned_steps": cfg.steps, "batch": cfg.batch, "frames": cfg.frames,
+            "seed": cfg.seed, "train_seconds": r.seconds(),
+            "parameters": _num_params(model), "torch": torch.__version__}
+    _atomic_save({"format": STATE_FORMAT, "step": r.step, "model": trainable_state(model),
+                  "optimizer": r.opt.state_dict(), "curve": r.curve,
+                  "seconds": meta["train_seconds"]}, r.folder / "state.pt")
+    save_model(model, r.folder / "model.pt", meta, overwrite=True)
+    write_curve(r.curve, r.folder)
+    plot_curve(r.curve, r.folder / "loss.png", log=log)
+    model.train()
+    log(f"checkpoint ({reason}): step {r.step}, {r.folder / 'state.pt'}")
+
+
+def _finish(r: _Run, stopped_by: str | None, log) -> dict:
+    """The last checkpoint; the held-out evaluation once every planned step is done."""
+    cfg, step = r.cfg, r.step
     done = step >= cfg.steps
-    if step > 0 or state is None:
-        checkpoint("done" if done else (f"stopped by {stop['signal']}" if stop["signal"] else "time budget"))
+    if step > 0 or r.state is None:
+        _checkpoint(r, "done" if done else (f"stopped by {stopped_by}" if stopped_by else "time budget"),
+                    log)
     if not done:
         log(f"stopped at step {step} of {cfg.steps}; continue with the same options and --resume")
-        return {"step": step, "done": False, "run": str(run)}
+        return {"step": step, "done": False, "run": str(r.folder)}
     if cfg.eval_videos > 0:
-        ev = evaluate_heldout(run / "model.pt", device, cfg.eval_videos, cfg.eval_frames,
+        ev = evaluate_heldout(r.folder / "model.pt", r.device, cfg.eval_videos, cfg.eval_frames,
                               config=cfg.config, log=log)
-        _atomic_text(json.dumps(ev, indent=1), run / "eval.json")
+        _atomic_text(json.dumps(ev, indent=1), r.folder / "eval.json")
         log(format_eval_table(ev))
-    return {"step": step, "done": True, "run": str(run)}
+    return {"step": step, "done": True, "run": str(r.folder)}
 
 
 # ------------------------------------------------------------------ evaluation

@@ -210,6 +210,25 @@ def test_forward_reads_only_the_memories_a_schedule_keeps(model):
     model.train()
 
 
+def test_forward_trains_what_reading_the_memories_uses(model):
+    """Gradients reach the memory path through the package's read rule and gather: the
+    memory encoder, the temporal encodings, the pointers' encoding; a forward that reads
+    no pointer leaves their encoding without a gradient (not a zero one)."""
+    batch = tdata.batch_at(tdata.ClipDataset(2, 4, 256), 0, 2)
+    frames = tfwd.to_model_input(batch["frames"], "cpu")
+    evict = tdata.MemorySchedule("x", (False, True, False, True), (0,) * 4)
+    for pointers in (True, False):
+        model.zero_grad(set_to_none=True)
+        outs = tfwd.forward_clips(model, frames, batch["masks"], None, evict, pointers=pointers)
+        sum(o["multimasks"].square().mean() for o in outs[1:]).backward()
+        grads = dict(model.named_parameters())
+        for name in ("maskmem_tpos_enc", "memory_encoder.pix_feat_proj.weight"):
+            assert grads[name].grad is not None and grads[name].grad.abs().sum() > 0, name
+        proj = grads["obj_ptr_tpos_proj.weight"].grad
+        assert (proj is not None and proj.abs().sum() > 0) if pointers else proj is None
+    model.zero_grad(set_to_none=True)
+
+
 # ------------------------------------------------------------------ steps and losses
 def test_training_steps_are_finite_and_train_all_but_the_trunk():
     model = trun.build_demo_model("cpu", seed=0)

@@ -141,6 +141,11 @@ class MemoryBank:
             self.feats, mem, s.to(self.device), score.to(self.device),
             None if no_obj_embed is None else no_obj_embed.reshape(-1).float().to(self.device),
         )
+        self._record(s, frame_idx, is_cond, score, iou)
+
+    def _record(self, s: torch.Tensor, frame_idx: int, is_cond: bool, score: torch.Tensor,
+                iou: torch.Tensor | None) -> None:
+        """The host metadata of memories just stored in slots `s` [B] (-1 = not stored)."""
         keep = s >= 0
         rows, cols = torch.nonzero(keep).reshape(-1), s[keep]
         score_cpu = score.detach().cpu()
@@ -169,6 +174,12 @@ class MemoryBank:
         rows, cols = torch.nonzero(keep).reshape(-1), s[keep]
         self.ptrs[rows.to(self.device), cols.to(self.device)] = obj_ptr[rows.to(obj_ptr.device)].to(
             self.device, torch.float32)
+        self._record_ptr(s, frame_idx, is_cond)
+
+    def _record_ptr(self, s: torch.Tensor, frame_idx: int, is_cond: bool) -> None:
+        """The host metadata of pointers just stored in slots `s` [B] (-1 = not stored)."""
+        keep = s >= 0
+        rows, cols = torch.nonzero(keep).reshape(-1), s[keep]
         self.ptr_frame[rows, cols] = frame_idx
         self.ptr_is_cond[rows, cols] = is_cond
 

@@ -44,6 +44,11 @@ class MemoryEncodings:
     @torch.no_grad()
     def pointer_pos(self, dists: list[list[int]], max_ptrs: int, num_objects: int) -> torch.Tensor:
         """[B, P, C] encodings of pointers at the given temporal distances, as sam2 computes them."""
+        return self.pointer_pos_with_grad(dists, max_ptrs, num_objects)
+
+    def pointer_pos_with_grad(self, dists: list[list[int]], max_ptrs: int,
+                              num_objects: int) -> torch.Tensor:
+        """`pointer_pos` inside autograd: training reads it (SAM 2.1's `obj_ptr_tpos_proj` learns)."""
         C = self.spatial_pos.shape[1]
         P = len(dists[0]) if dists else 0
         dev = self.spatial_pos.device
